@@ -1,0 +1,56 @@
+"""BERT-style masking shared by pretraining and test-time training (Devlin et al. 2019; ESM-2 uses the
+same 15 % / 80-10-10 rule): choose positions, then mask, replace by a random standard amino acid, or keep.
+
+Vectorised on the tokens' device; randomness comes from an explicit ``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+STANDARD_AA = "ACDEFGHIKLMNPQRSTVWY"
+
+
+def standard_aa_indices(alphabet) -> torch.Tensor:
+    """Alphabet indices of the 20 standard amino acids, in ``STANDARD_AA`` order."""
+    return torch.tensor([alphabet.get_idx(a) for a in STANDARD_AA], dtype=torch.long)
+
+
+def maskable_positions(tokens: torch.Tensor, alphabet) -> torch.Tensor:
+    """Boolean mask of positions holding residues (not BOS/EOS/padding/mask)."""
+    special = torch.tensor([alphabet.cls_idx, alphabet.eos_idx, alphabet.padding_idx,
+                            alphabet.mask_idx], device=tokens.device)
+    return ~torch.isin(tokens, special)
+
+
+def bert_mask(tokens: torch.Tensor, alphabet, generator: torch.Generator, mask_ratio=0.15,
+              replace_ratio=0.1, keep_ratio=0.1):
+    """Corrupt ``tokens`` (B x T) the BERT way.
+
+    Each residue is selected with probability ``mask_ratio`` (at least one per row); selected
+    positions become ``<mask>`` (1 - replace - keep), a random standard amino acid (``replace_ratio``)
+    or stay unchanged (``keep_ratio``).
+
+    Returns
+    -------
+    corrupted tokens (B x T) and the boolean selection (B x T) on which the loss is taken.
+    """
+    device = tokens.device
+    can = maskable_positions(tokens, alphabet)
+    u = torch.rand(tokens.shape, generator=generator, device=generator.device).to(device)
+    selected = (u < mask_ratio) & can
+    # guarantee one selected residue per row: the row's residue with the smallest draw
+    none = ~selected.any(dim=1) & can.any(dim=1)
+    if none.any():
+        first = torch.where(can, u, torch.full_like(u, 2.0)).argmin(dim=1)
+        selected[none, first[none]] = True
+    action = torch.rand(tokens.shape, generator=generator, device=generator.device).to(device)
+    aa = standard_aa_indices(alphabet).to(device)
+    random_aa = aa[torch.randint(len(aa), tokens.shape, generator=generator,
+                                 device=generator.device).to(device)]
+    corrupted = tokens.clone()
+    to_mask = selected & (action >= replace_ratio + keep_ratio)
+    to_replace = selected & (action < replace_ratio)
+    corrupted[to_mask] = alphabet.mask_idx
+    corrupted[to_replace] = random_aa[to_replace]
+    return corrupted, selected

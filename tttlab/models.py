@@ -1,0 +1,183 @@
+"""The one loading door for ESM-2 models (fair-esm names, local ``.pt`` files, ``tttlab-mini``) and the
+fast attention path: fair-esm's rotary self-attention recomputed with ``F.scaled_dot_product_attention``.
+
+Loading follows ``esm.pretrained`` (Lin et al., Science 2023) with ``weights_only=True`` and an allow-list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+from pathlib import Path
+
+import esm
+import torch
+import torch.nn.functional as F
+
+MINI_NAME = "tttlab-mini"
+PACKAGE_MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
+MINI_PATH = PACKAGE_MODELS_DIR / "esm2_tttlab_mini.pt"
+
+#: every ESM-2 checkpoint fair-esm 2.0.0 can download by name
+ESM2_NAMES = (
+    "esm2_t6_8M_UR50D",
+    "esm2_t12_35M_UR50D",
+    "esm2_t30_150M_UR50D",
+    "esm2_t33_650M_UR50D",
+    "esm2_t36_3B_UR50D",
+    "esm2_t48_15B_UR50D",
+)
+_SAFE_GLOBALS = [argparse.Namespace]
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _load_local(path: Path):
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    if not path.stem.startswith("esm2"):
+        raise ValueError(f"{path.name}: fair-esm loads ESM-2 checkpoints only from files named esm2*.pt")
+    regression = path.with_name(path.stem + "-contact-regression.pt")
+    with torch.serialization.safe_globals(_SAFE_GLOBALS):
+        if regression.is_file():
+            return esm.pretrained.load_model_and_alphabet_local(str(path))
+        # fair-esm 2.0.0 insists on the regression file; without it load the bare LM (no contact head)
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model, alphabet, state = esm.pretrained._load_model_and_alphabet_core_v2(data)
+            model.load_state_dict(state, strict=False)
+        return model, alphabet
+
+
+def _load_hub(name: str):
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    try:
+        with torch.serialization.safe_globals(_SAFE_GLOBALS):
+            data = torch.hub.load_state_dict_from_url(
+                f"https://dl.fbaipublicfiles.com/fair-esm/models/{name}.pt",
+                progress=True, map_location="cpu", weights_only=True)
+            reg = torch.hub.load_state_dict_from_url(
+                f"https://dl.fbaipublicfiles.com/fair-esm/regression/{name}-contact-regression.pt",
+                progress=False, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as err:  # URLError is an OSError
+        raise RuntimeError(
+            f"could not download {name} ({type(err).__name__}: {err}); offline? put {name}.pt and "
+            f"{name}-contact-regression.pt in {hub} or pass the local .pt path") from None
+    model, alphabet = esm.pretrained.load_model_and_alphabet_core(name, data, reg)
+    return model, alphabet
+
+
+def load_model(name_or_path: str | Path = MINI_NAME, device=None, fast_attention: bool = True):
+    """Load an ESM-2 model and its alphabet, in eval mode, on ``device``.
+
+    Parameters
+    ----------
+    name_or_path : ``"tttlab-mini"`` (bundled, offline), a fair-esm ESM-2 name such as
+        ``"esm2_t12_35M_UR50D"`` (downloaded and cached by torch.hub), or a local ``esm2*.pt`` path.
+    device : ``None`` picks CUDA when available, else CPU.
+    fast_attention : use the fused attention path (identical results; attention maps still exact).
+
+    Returns
+    -------
+    (model, alphabet)
+    """
+    name = str(name_or_path)
+    if name == MINI_NAME:
+        if not MINI_PATH.is_file():
+            raise FileNotFoundError(f"{MINI_PATH} is missing; rebuild it with `tttlab pretrain`")
+        model, alphabet = _load_local(MINI_PATH)
+    elif name.endswith(".pt") or Path(name).is_file():
+        model, alphabet = _load_local(Path(name).expanduser())
+    elif name in ESM2_NAMES:
+        model, alphabet = _load_hub(name)
+    else:
+        raise ValueError(f"unknown model {name!r}: use {MINI_NAME!r}, a local esm2*.pt file, or one of "
+                         + ", ".join(ESM2_NAMES))
+    model = model.eval().to(resolve_device(device))
+    set_fast_attention(model, fast_attention)
+    return model, alphabet
+
+
+def build_esm2(num_layers=4, embed_dim=192, attention_heads=12, seed=0, fast_attention=True):
+    """A randomly initialised ESM-2 (ESM-1b alphabet) for tests, benchmarks and pretraining."""
+    torch.manual_seed(seed)
+    alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
+    model = esm.model.esm2.ESM2(num_layers=num_layers, embed_dim=embed_dim,
+                                attention_heads=attention_heads, alphabet=alphabet).eval()
+    set_fast_attention(model, fast_attention)
+    return model, alphabet
+
+
+def save_fair_esm_checkpoint(model, path: str | Path) -> None:
+    """Write ``model`` in the format ``esm.pretrained.load_model_and_alphabet_local`` reads."""
+    cfg = argparse.Namespace(encoder_layers=model.num_layers, encoder_embed_dim=model.embed_dim,
+                             encoder_attention_heads=model.attention_heads,
+                             token_dropout=model.token_dropout)
+    state = {"encoder." + k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+             if not k.startswith("contact_head.regression")}
+    torch.save({"cfg": {"model": cfg}, "model": state}, str(path))
+
+
+def save_contact_regression(model, path: str | Path) -> None:
+    """Write the contact head's logistic regression as ``<stem>-contact-regression.pt``."""
+    reg = model.contact_head.regression
+    torch.save({"model": {"contact_head.regression.weight": reg.weight.detach().cpu().clone(),
+                          "contact_head.regression.bias": reg.bias.detach().cpu().clone()}}, str(path))
+
+
+# --------------------------------------------------------------------------- fast attention
+def _fast_attention_forward(self, query, key=None, value=None, key_padding_mask=None,
+                            incremental_state=None, need_weights=True, static_kv=False,
+                            attn_mask=None, before_softmax=False, need_head_weights=False):
+    """Rotary self-attention through ``F.scaled_dot_product_attention``; falls back to the stock
+    module whenever attention weights (contacts) or an unusual mode are asked for."""
+    if (need_head_weights or before_softmax or incremental_state is not None or attn_mask is not None
+            or self.rot_emb is None or self.bias_k is not None or self.add_zero_attn):
+        return type(self).forward(self, query, key, value, key_padding_mask, incremental_state,
+                                  need_weights, static_kv, attn_mask, before_softmax,
+                                  need_head_weights)
+    tgt_len, bsz, embed_dim = query.shape
+    heads, head_dim = self.num_heads, self.head_dim
+
+    def split(x):  # (T, B, C) -> (B, H, T, D)
+        return x.view(tgt_len, bsz, heads, head_dim).permute(1, 2, 0, 3)
+
+    q = split(self.q_proj(query) * self.scaling)
+    k = split(self.k_proj(query))
+    v = split(self.v_proj(query))
+    q, k = self.rot_emb(q, k)
+    mask = None
+    if key_padding_mask is not None:
+        mask = ~key_padding_mask.bool()[:, None, None, :]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0,
+                                         dropout_p=self.dropout if self.training else 0.0)
+    out = out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, embed_dim)
+    return self.out_proj(out), None
+
+
+def set_fast_attention(model, enabled: bool = True):
+    """Switch every fair-esm attention module of ``model`` to (or back from) the fused path."""
+    from esm.multihead_attention import MultiheadAttention
+
+    for module in model.modules():
+        if isinstance(module, MultiheadAttention):
+            if enabled:
+                module.forward = types.MethodType(_fast_attention_forward, module)
+            elif "forward" in module.__dict__:
+                del module.forward
+    return model
+
+
+def uses_fast_attention(model) -> bool:
+    """True when ``model``'s attention modules run the fused path."""
+    from esm.multihead_attention import MultiheadAttention
+
+    return any("forward" in m.__dict__ for m in model.modules() if isinstance(m, MultiheadAttention))

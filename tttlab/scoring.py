@@ -1,0 +1,289 @@
+"""Scoring engine: masked marginals, pseudo-perplexity, wild-type marginals, mutant scores and
+representations from an ESM-2 model, batched under ``torch.inference_mode``.
+
+Masked marginals and the sliding window for long proteins follow ProteinGym (Notin et al. 2023) and
+Meier et al. 2021 (ESM-1v); pseudo-perplexity as in Salazar et al. 2020 / the ProteinTTT paper.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from contextlib import contextmanager, nullcontext
+
+import numpy as np
+import torch
+
+from .masking import STANDARD_AA
+
+VALID_LETTERS = set(STANDARD_AA) | {"X"}
+_MUTATION = re.compile(r"^([A-Z])(\d+)([A-Z])$")
+
+
+# ------------------------------------------------------------------------------ inputs
+def check_sequence(seq: str, name: str = "sequence") -> str:
+    """Upper-cased ``seq``; ``ValueError`` if empty or with letters outside the 20 amino acids + X."""
+    if not isinstance(seq, str):
+        raise ValueError(f"{name}: expected a string, got {type(seq).__name__}")
+    seq = "".join(seq.split()).upper()
+    if not seq:
+        raise ValueError(f"{name}: empty sequence")
+    bad = sorted(set(seq) - VALID_LETTERS)
+    if bad:
+        raise ValueError(f"{name}: letters outside the 20 standard amino acids and X: {''.join(bad)}")
+    return seq
+
+
+def encode(alphabet, seq: str, device=None) -> torch.Tensor:
+    """BOS + residues + EOS as a 1-D long tensor."""
+    idx = [alphabet.cls_idx] + [alphabet.get_idx(c) for c in seq] + [alphabet.eos_idx]
+    return torch.tensor(idx, dtype=torch.long, device=device)
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def autocast_for(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA, nothing (fp32) elsewhere."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@contextmanager
+def scoring_mode(model, amp: bool = True):
+    """``torch.inference_mode`` + eval mode + bf16 autocast on CUDA; on exit restores the training
+    flag and drops the rotary-embedding caches built here (inference tensors cannot enter autograd)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), autocast_for(model_device(model), amp):
+            yield
+    finally:
+        model.train(was_training)
+        for module in model.modules():
+            if hasattr(module, "_seq_len_cached"):
+                module._seq_len_cached = module._cos_cached = module._sin_cached = None
+
+
+def max_residues(model) -> int:
+    """Longest stretch of residues the model takes at once (ESM-2: 1024 tokens - BOS - EOS)."""
+    return 1022
+
+
+def window_start(pos: int, length: int, window: int) -> int:
+    """ProteinGym's optimal window (``get_optimal_window``): start of the ``window``-long stretch
+    used to score 0-based position ``pos`` of a ``length``-long protein."""
+    if length <= window:
+        return 0
+    if pos < window // 2:
+        return 0
+    if pos >= length - window // 2:
+        return length - window
+    return max(0, pos - window // 2)
+
+
+def _default_batch(model, tokens_per_row: int) -> int:
+    device = model_device(model)
+    if device.type != "cuda":
+        return 8  # on CPU batch size barely matters; keeps memory small
+    free, _ = torch.cuda.mem_get_info(device)
+    per_row = tokens_per_row * model.embed_dim * 4 * 40  # generous activation estimate (bytes)
+    return int(max(1, min(512, free * 0.5 // per_row)))
+
+
+def _final_hidden(model, tokens):
+    """ESM-2 forward up to the final layer norm (B x T x C): ``model(tokens)`` without the LM head,
+    so scoring can apply the head to the masked rows only."""
+    padding_mask = tokens.eq(model.padding_idx)
+    x = model.embed_scale * model.embed_tokens(tokens)
+    if model.token_dropout:
+        x = x.masked_fill((tokens == model.mask_idx).unsqueeze(-1), 0.0)
+        src_lengths = (~padding_mask).sum(-1)
+        observed = (tokens == model.mask_idx).sum(-1).to(x.dtype) / src_lengths
+        x = x * (1 - 0.15 * 0.8) / (1 - observed)[:, None, None]
+    x = x * (1 - padding_mask.unsqueeze(-1).type_as(x))
+    x = x.transpose(0, 1)
+    pad = padding_mask if padding_mask.any() else None
+    for layer in model.layers:
+        x, _ = layer(x, self_attn_padding_mask=pad, need_head_weights=False)
+    return model.emb_layer_norm_after(x).transpose(0, 1)
+
+
+# ------------------------------------------------------------------------ marginals
+def masked_marginals(model, seq: str, batch_size: int | None = None, progress: bool = False,
+                     amp: bool = True) -> np.ndarray:
+    """L x 20 array of log p(aa | sequence with position i masked), columns in ``STANDARD_AA`` order.
+
+    Every position gets its own masked copy; copies are batched ``batch_size`` at a time (default: 8
+    on CPU, memory-aware on CUDA). Proteins longer than the model context are scored in
+    ProteinGym's sliding windows. Log-probabilities are normalised over the model's whole vocabulary.
+    """
+    seq = check_sequence(seq)
+    alphabet = model.alphabet
+    device = model_device(model)
+    aa_idx = torch.tensor([alphabet.get_idx(a) for a in STANDARD_AA], device=device)
+    window = min(len(seq), max_residues(model))
+    starts = [window_start(i, len(seq), window) for i in range(len(seq))]
+    batch_size = batch_size or _default_batch(model, window + 2)
+    out = torch.empty(len(seq), len(STANDARD_AA), dtype=torch.float32)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(seq), disable=not progress, desc="masked marginals", leave=False)
+    with scoring_mode(model, amp):
+        for start in sorted(set(starts)):
+            tokens = encode(alphabet, seq[start:start + window], device)
+            positions = [i for i, s in enumerate(starts) if s == start]
+            for chunk in range(0, len(positions), batch_size):
+                pos = torch.tensor(positions[chunk:chunk + batch_size], device=device)
+                rows = torch.arange(len(pos), device=device)
+                batch = tokens.repeat(len(pos), 1)
+                batch[rows, pos - start + 1] = alphabet.mask_idx
+                hidden = _final_hidden(model, batch)[rows, pos - start + 1]
+                logp = torch.log_softmax(model.lm_head(hidden).float(), dim=-1)
+                out[pos.cpu()] = logp[:, aa_idx].cpu()
+                bar.update(len(pos))
+    bar.close()
+    return out.numpy()
+
+
+def wt_marginals(model, seq: str, amp: bool = True) -> np.ndarray:
+    """L x 20 log-probabilities from one unmasked pass (windows for long proteins)."""
+    seq = check_sequence(seq)
+    alphabet = model.alphabet
+    device = model_device(model)
+    aa_idx = torch.tensor([alphabet.get_idx(a) for a in STANDARD_AA], device=device)
+    window = min(len(seq), max_residues(model))
+    starts = [window_start(i, len(seq), window) for i in range(len(seq))]
+    out = torch.empty(len(seq), len(STANDARD_AA))
+    with scoring_mode(model, amp):
+        for start in sorted(set(starts)):
+            tokens = encode(alphabet, seq[start:start + window], device)[None]
+            logp = torch.log_softmax(model.lm_head(_final_hidden(model, tokens)[0]).float(), -1)
+            for i in (i for i, s in enumerate(starts) if s == start):
+                out[i] = logp[i - start + 1, aa_idx].cpu()
+    return out.numpy()
+
+
+def wild_type_log_probs(marginals: np.ndarray, seq: str) -> np.ndarray:
+    """log p(wild-type residue) per position from an L x 20 marginal matrix (NaN at X)."""
+    seq = check_sequence(seq)
+    col = np.array([STANDARD_AA.find(c) for c in seq])
+    values = marginals[np.arange(len(seq)), np.clip(col, 0, None)].astype(float)
+    values[col < 0] = np.nan
+    return values
+
+
+def pseudo_perplexity(model, seq: str, marginals: np.ndarray | None = None, **kwargs) -> float:
+    """exp(-mean_i log p(x_i | x without i)) over the standard residues of ``seq``."""
+    if marginals is None:
+        marginals = masked_marginals(model, seq, **kwargs)
+    return float(math.exp(-np.nanmean(wild_type_log_probs(marginals, seq))))
+
+
+# -------------------------------------------------------------------------- mutants
+def parse_mutant(wt_seq: str, mutant: str) -> list[tuple[int, str, str]]:
+    """``"A24C:D30N"`` -> [(23, "A", "C"), (29, "D", "N")] (0-based), validated against ``wt_seq``."""
+    if not isinstance(mutant, str) or not mutant.strip():
+        raise ValueError(f"empty mutant entry: {mutant!r}")
+    subs, seen = [], set()
+    for part in mutant.strip().split(":"):
+        m = _MUTATION.match(part.strip())
+        if not m:
+            raise ValueError(f"{mutant}: malformed substitution {part!r} (expected e.g. A24C)")
+        wt, pos, mt = m.group(1), int(m.group(2)), m.group(3)
+        if wt not in STANDARD_AA or mt not in STANDARD_AA:
+            raise ValueError(f"{mutant}: non-standard amino acid in {part!r}")
+        if not 1 <= pos <= len(wt_seq):
+            raise ValueError(f"{mutant}: position {pos} out of range 1-{len(wt_seq)}")
+        if wt_seq[pos - 1] != wt:
+            raise ValueError(f"{mutant}: wild type at {pos} is {wt_seq[pos - 1]}, not {wt}")
+        if pos in seen:
+            raise ValueError(f"{mutant}: position {pos} mutated twice")
+        seen.add(pos)
+        subs.append((pos - 1, wt, mt))
+    return subs
+
+
+def apply_mutant(wt_seq: str, mutant: str) -> str:
+    """The mutated sequence of ``mutant``."""
+    seq = list(wt_seq)
+    for pos, _, mt in parse_mutant(wt_seq, mutant):
+        seq[pos] = mt
+    return "".join(seq)
+
+
+def pseudo_log_likelihood(model, seq: str, **kwargs) -> float:
+    """Sum over positions of log p(x_i | x without i) (L masked passes)."""
+    return float(np.nansum(wild_type_log_probs(masked_marginals(model, seq, **kwargs), seq)))
+
+
+METHODS = ("masked_marginals", "wt_marginals", "pseudo_likelihood")
+
+
+def score_mutants(model, wt_seq: str, mutants, method: str = "masked_marginals",
+                  marginals: np.ndarray | None = None, progress: bool = False) -> np.ndarray:
+    """Zero-shot scores of ProteinGym mutant strings (higher = predicted fitter).
+
+    ``masked_marginals`` / ``wt_marginals``: sum over substitutions of log p(mt) - log p(wt) (additive
+    for multi-mutants). ``pseudo_likelihood``: PLL(mutant) - PLL(wild type), L passes per variant.
+    Pass precomputed ``marginals`` (L x 20) to skip the model. Invalid, empty or duplicated
+    entries raise ``ValueError`` naming the entry.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    wt_seq = check_sequence(wt_seq, "wild type")
+    mutants = list(mutants)
+    parsed, seen = [], set()
+    for m in mutants:
+        key = m.strip() if isinstance(m, str) else m
+        if key in seen:
+            raise ValueError(f"duplicate mutant entry: {m}")
+        seen.add(key)
+        parsed.append(parse_mutant(wt_seq, m))
+    if method == "pseudo_likelihood":
+        from tqdm.auto import tqdm
+
+        base = pseudo_log_likelihood(model, wt_seq)
+        return np.array([pseudo_log_likelihood(model, apply_mutant(wt_seq, m)) - base
+                         for m in tqdm(mutants, disable=not progress, desc="PLL")])
+    if marginals is None:
+        marginals = (masked_marginals(model, wt_seq, progress=progress)
+                     if method == "masked_marginals" else wt_marginals(model, wt_seq))
+    col = {a: j for j, a in enumerate(STANDARD_AA)}
+    return np.array([sum(marginals[p, col[mt]] - marginals[p, col[wt]] for p, wt, mt in subs)
+                     for subs in parsed], dtype=float)
+
+
+# --------------------------------------------------------------------- representations
+def representations(model, seqs, layer: int = -1, pool: str = "mean", batch_size: int = 8,
+                    amp: bool = True):
+    """Per-protein (``pool="mean"``, N x C array) or per-residue (``pool=None``, list of L x C)
+    representations from ``layer`` (-1 = last, after the final layer norm). Proteins longer
+    than the context are cropped to their first 1022 residues."""
+    if isinstance(seqs, str):
+        seqs = [seqs]
+    seqs = [check_sequence(s)[: max_residues(model)] for s in seqs]
+    layer = model.num_layers if layer == -1 else layer
+    if not 0 <= layer <= model.num_layers:
+        raise ValueError(f"layer must be in 0..{model.num_layers} or -1, got {layer}")
+    alphabet, device = model.alphabet, model_device(model)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    results: dict[int, np.ndarray] = {}
+    with scoring_mode(model, amp):
+        for chunk in range(0, len(order), batch_size):
+            idx = order[chunk:chunk + batch_size]
+            width = max(len(seqs[i]) for i in idx) + 2
+            tokens = torch.full((len(idx), width), alphabet.padding_idx, device=device)
+            for row, i in enumerate(idx):
+                tokens[row, : len(seqs[i]) + 2] = encode(alphabet, seqs[i], device)
+            rep = model(tokens, repr_layers=[layer])["representations"][layer].float()
+            for row, i in enumerate(idx):
+                results[i] = rep[row, 1: len(seqs[i]) + 1].cpu().numpy()
+    out = [results[i] for i in range(len(seqs))]
+    if pool == "mean":
+        return np.stack([r.mean(axis=0) for r in out])
+    if pool is None:
+        return out
+    raise ValueError(f"pool must be 'mean' or None, got {pool!r}")

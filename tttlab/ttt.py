@@ -1,0 +1,231 @@
+"""Test-time training: fine-tune an ESM-2 model on one protein with its own masked-LM loss
+(Bushuiev et al., "One protein is all you need", arXiv 2411.02109), with an exact, bit-for-bit reset.
+
+``customize`` trains in place and returns a history; ``customized`` is the context-manager form that
+restores the model on exit, even on error.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .config import TTTConfig, preset
+from .masking import bert_mask
+from .scoring import autocast_for, check_sequence, encode, model_device, pseudo_perplexity
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+
+@dataclass
+class TTTResult:
+    """What one customisation did: per-step history and the step kept."""
+
+    sequence: str
+    config: TTTConfig
+    history: list[dict] = field(default_factory=list)
+    best_step: int | None = None
+    seconds: float = 0.0
+
+    def table(self):
+        """The history as a pandas DataFrame (step, loss, pseudo_perplexity, seconds, ...)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.history)
+
+    @property
+    def pseudo_perplexity_before(self):
+        vals = [h["pseudo_perplexity"] for h in self.history if "pseudo_perplexity" in h]
+        return vals[0] if vals else None
+
+    @property
+    def pseudo_perplexity_after(self):
+        vals = [h for h in self.history if "pseudo_perplexity" in h]
+        if not vals:
+            return None
+        if self.best_step is not None:
+            return next(h["pseudo_perplexity"] for h in vals if h["step"] == self.best_step)
+        return vals[-1]["pseudo_perplexity"]
+
+
+# ------------------------------------------------------------------------ state & reset
+def snapshot(model) -> dict[str, torch.Tensor]:
+    """Copies of every parameter and buffer (what ``restore`` puts back bit for bit)."""
+    return {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
+
+
+@torch.no_grad()
+def restore(model, state: dict[str, torch.Tensor]) -> None:
+    """Copy ``state`` into the model's existing tensors in place (keeps the embedding/LM-head tie)."""
+    current = model.state_dict(keep_vars=True)
+    if set(current) != set(state):
+        raise ValueError("snapshot does not match the model's parameters")
+    for k, v in current.items():
+        v.copy_(state[k])
+
+
+def _add_lora(model, cfg: TTTConfig):
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("trainable='lora' needs peft: pip install 'tttlab[lora]'") from err
+    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                      target_modules=LORA_TARGETS, init_lora_weights=True)
+    torch.manual_seed(cfg.seed)  # adapter A matrices are random
+    inject_adapter_in_model(lora, model)
+    return [p for n, p in model.named_parameters() if "lora_" in n]
+
+
+def _remove_lora(model) -> None:
+    """Swap every peft LoRA layer back for the original Linear it wraps (weights untouched)."""
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if hasattr(child, "base_layer") and hasattr(child, "lora_A"):
+                setattr(module, child_name, child.base_layer)
+
+
+def trainable_parameters(model, cfg: TTTConfig) -> list[torch.nn.Parameter]:
+    """All parameters except the token embedding (tied to the LM head), as published."""
+    frozen = {id(model.embed_tokens.weight)}
+    return [p for p in model.parameters() if id(p) not in frozen]
+
+
+# ---------------------------------------------------------------------------- the loop
+def _copies(tokens: torch.Tensor, n: int, crop: int, generator, device) -> torch.Tensor:
+    """``n`` copies of the 1-D token row, each cropped to a random ``crop``-token window."""
+    if tokens.numel() <= crop:
+        return tokens.expand(n, -1).clone()
+    body = tokens[1:-1]
+    width = crop - 2
+    starts = torch.randint(body.numel() - width + 1, (n,), generator=generator,
+                           device=generator.device).to(device)
+    idx = starts[:, None] + torch.arange(width, device=device)[None]
+    rows = body[idx]
+    bos = tokens[:1].expand(n, 1)
+    eos = tokens[-1:].expand(n, 1)
+    return torch.cat([bos, rows, eos], dim=1)
+
+
+def _loss(model, tokens, cfg, generator):
+    alphabet = model.alphabet
+    corrupted, selected = bert_mask(tokens, alphabet, generator, cfg.mask_ratio,
+                                    cfg.bert_replace, cfg.bert_keep)
+    logits = model(corrupted)["logits"].float()
+    if cfg.loss == "masked_tokens":
+        return F.cross_entropy(logits[selected], tokens[selected])
+    return F.cross_entropy(logits.flatten(0, 1), tokens.flatten())  # every token, BOS/EOS too
+
+
+def customize(model, sequence: str, cfg: TTTConfig | None = None, progress: bool = True,
+              callback=None, **overrides) -> TTTResult:
+    """Fine-tune ``model`` in place on ``sequence`` (test-time training).
+
+    Parameters
+    ----------
+    model : a fair-esm ESM-2 model (from ``tttlab.load_model``).
+    sequence : the protein (20 standard amino acids and X).
+    cfg : a ``TTTConfig`` (default: ``preset()``); ``overrides`` replace fields, e.g. ``steps=10``.
+    progress : show a ``tqdm.auto`` bar.
+    callback : ``f(step, model) -> dict | None`` called after step 0 and every optimiser step;
+        returned items are added to that step's history (e.g. a downstream metric).
+
+    Returns
+    -------
+    TTTResult with per-step loss (mean over the step's micro-batches), wall time and, every
+    ``eval_every`` steps, pseudo-perplexity. With ``cfg.trainable == "lora"`` the adapters stay
+    in the model until ``reset_lora`` (``customized`` does it for you).
+    """
+    from tqdm.auto import tqdm
+
+    cfg = cfg or preset()
+    if overrides:
+        from dataclasses import replace
+
+        cfg = replace(cfg, **overrides)
+    sequence = check_sequence(sequence)
+    device = model_device(model)
+    tokens = encode(model.alphabet, sequence, device)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    if cfg.trainable == "lora":
+        params = _add_lora(model, cfg)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+    else:
+        params = trainable_parameters(model, cfg)
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    requires = {p: p.requires_grad for p in model.parameters()}
+    keep = {id(p) for p in params}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+    result = TTTResult(sequence, cfg)
+    best = (float("inf"), None)
+    start = time.perf_counter()
+
+    def record(step, loss):
+        nonlocal best
+        entry = {"step": step, "loss": loss, "seconds": round(time.perf_counter() - start, 3)}
+        if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+            entry["pseudo_perplexity"] = pseudo_perplexity(model, sequence, amp=cfg.amp)
+            if cfg.keep_best and entry["pseudo_perplexity"] < best[0]:
+                best = (entry["pseudo_perplexity"], (step, snapshot(model)))
+            model.train()
+        if callback is not None:
+            entry.update(callback(step, model) or {})
+            model.train()
+        result.history.append(entry)
+
+    # rows per forward pass: the published micro-batch on CPU; on CUDA the whole step at once
+    # (same mean loss, same gradient up to rounding, far fewer kernel launches)
+    per_step = cfg.batch_size * cfg.grad_accum_steps
+    rows = per_step if device.type == "cuda" else cfg.batch_size
+    model.train()
+    try:
+        record(0, None)
+        for step in tqdm(range(1, cfg.steps + 1), disable=not progress, desc="TTT",
+                         leave=False):
+            opt.zero_grad(set_to_none=True)
+            total = 0.0
+            for first in range(0, per_step, rows):
+                n = min(rows, per_step - first)
+                batch = _copies(tokens, n, cfg.crop_size, generator, device)
+                with autocast_for(device, cfg.amp):
+                    loss = _loss(model, batch, cfg, generator)
+                (loss * (n / per_step)).backward()
+                total += loss.detach() * (n / per_step)
+            opt.step()
+            record(step, float(total))
+    finally:
+        model.eval()
+        for p, flag in requires.items():
+            p.requires_grad_(flag)
+    if cfg.keep_best and best[1] is not None:
+        result.best_step = best[1][0]
+        restore(model, best[1][1])
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def reset_lora(model) -> None:
+    """Remove LoRA adapters added by ``customize(..., trainable="lora")``."""
+    _remove_lora(model)
+
+
+@contextmanager
+def customized(model, sequence: str, cfg: TTTConfig | None = None, progress: bool = True,
+               callback=None, **overrides):
+    """``with customized(model, seq, cfg) as result:`` -- the model is customised to ``seq``
+    inside the block and restored bit for bit on exit, even when the block raises."""
+    state = snapshot(model)
+    was_training = model.training
+    try:
+        yield customize(model, sequence, cfg, progress=progress, callback=callback, **overrides)
+    finally:
+        _remove_lora(model)
+        restore(model, state)
+        model.train(was_training)
