@@ -7,6 +7,7 @@ Loading follows ``esm.pretrained`` (Lin et al., Science 2023) with ``weights_onl
 from __future__ import annotations
 
 import argparse
+import os
 import types
 from pathlib import Path
 
@@ -123,14 +124,22 @@ def save_fair_esm_checkpoint(model, path: str | Path) -> None:
                              token_dropout=model.token_dropout)
     state = {"encoder." + k: v.detach().cpu().clone() for k, v in model.state_dict().items()
              if not k.startswith("contact_head.regression")}
-    torch.save({"cfg": {"model": cfg}, "model": state}, str(path))
+    _atomic_save({"cfg": {"model": cfg}, "model": state}, Path(path))
+
+
+def _atomic_save(obj, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename: readers never see a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, str(tmp))
+    os.replace(tmp, path)
 
 
 def save_contact_regression(model, path: str | Path) -> None:
     """Write the contact head's logistic regression as ``<stem>-contact-regression.pt``."""
     reg = model.contact_head.regression
-    torch.save({"model": {"contact_head.regression.weight": reg.weight.detach().cpu().clone(),
-                          "contact_head.regression.bias": reg.bias.detach().cpu().clone()}}, str(path))
+    _atomic_save({"model": {"contact_head.regression.weight": reg.weight.detach().cpu().clone(),
+                            "contact_head.regression.bias": reg.bias.detach().cpu().clone()}},
+                 Path(path))
 
 
 # --------------------------------------------------------------------------- fast attention
