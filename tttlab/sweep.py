@@ -1,0 +1,458 @@
+"""Resumable sweeps over many proteins on a Dask ``distributed`` cluster: one task per DMS assay
+(fitness) or structure (contacts), one JSON file per finished task, errors recorded beside, a summary
+CSV at the end. Built on Dask futures (``Client.submit`` + ``as_completed``; Rocklin, SciPy 2015).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import traceback
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DMS_SUFFIXES = (".csv.gz", ".csv")
+STRUCTURE_SUFFIXES = (".pdb", ".cif")
+SUMMARY_NAME = "summary.csv"
+
+#: per worker process: (model name, device) -> model, loaded once and reused by every task
+_MODELS: dict = {}
+_MODEL_LOCK = threading.Lock()
+
+
+# ------------------------------------------------------------------------------ inputs
+def _strip_suffix(name: str, suffixes) -> str | None:
+    for suffix in suffixes:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def find_assays(dms_dir) -> list[tuple[str, Path]]:
+    """``(assay id, csv path)`` for every ``*.csv`` / ``*.csv.gz`` with ``<id>.wt.fasta`` beside it.
+
+    CSV files without a wild-type FASTA (e.g. ProteinGym's reference table) are not assays and are
+    left out; ``ValueError`` when the folder holds no assay at all.
+    """
+    folder = Path(dms_dir)
+    if not folder.is_dir():
+        raise ValueError(f"--dms-dir {folder}: not a folder")
+    tasks = []
+    for p in sorted(folder.iterdir()):
+        stem = _strip_suffix(p.name, DMS_SUFFIXES)
+        if stem and (folder / f"{stem}.wt.fasta").is_file():
+            tasks.append((stem, p))
+    if not tasks:
+        raise ValueError(f"{folder}: no <name>.csv[.gz] with a <name>.wt.fasta beside it")
+    return tasks
+
+
+def find_structures(pdb_dir) -> list[tuple[str, Path]]:
+    """``(structure id, path)`` for every ``*.pdb`` / ``*.cif`` file in ``pdb_dir``."""
+    folder = Path(pdb_dir)
+    if not folder.is_dir():
+        raise ValueError(f"--pdb-dir {folder}: not a folder")
+    tasks = [(stem, p) for p in sorted(folder.iterdir())
+             if (stem := _strip_suffix(p.name, STRUCTURE_SUFFIXES))]
+    if not tasks:
+        raise ValueError(f"{folder}: no .pdb or .cif files")
+    return tasks
+
+
+# ------------------------------------------------------------------------ worker side
+def _worker_threads() -> int | None:
+    """The calling Dask worker's thread count, or None outside a worker."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return None
+    return getattr(getattr(worker, "state", worker), "nthreads", None)
+
+
+def worker_model(name: str, device=None):
+    """The model ``name`` on ``device``, loaded once per process and cached (``_MODELS``).
+
+    ``device=None`` picks CUDA when available; a local cluster with several GPUs gives worker ``i``
+    the GPU ``i % count`` (dask-cuda workers see one GPU each, so they all take ``cuda:0``).
+    """
+    import torch
+
+    from .models import load_model
+
+    if device is None and torch.cuda.device_count() > 1:
+        try:
+            from distributed import get_worker
+
+            index = get_worker().name
+            if isinstance(index, int):
+                device = f"cuda:{index % torch.cuda.device_count()}"
+        except (ImportError, ValueError):
+            pass
+    key = (str(name), None if device is None else str(device))
+    if key not in _MODELS:
+        _MODELS[key] = load_model(name, device=device)[0]
+    return _MODELS[key]
+
+
+def _jsonable(value):
+    """Plain Python (JSON-ready) copies of numpy scalars/arrays, tables and nested containers."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, pd.DataFrame):
+        return _jsonable(value.to_dict(orient="list"))
+    if isinstance(value, (pd.Series, np.ndarray)):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return _jsonable(asdict(value))
+    return value
+
+
+def _run_task(func, path: str, kwargs: dict) -> dict:
+    """Run ``func(path, **kwargs)`` in a worker; any exception becomes an error record.
+
+    Tasks of one worker run one at a time (``_MODEL_LOCK``: the cached model is trained in place),
+    each with as many torch threads as the worker has threads.
+    """
+    import torch
+
+    start = time.perf_counter()
+    record = {"input": str(path)}
+    threads = _worker_threads()
+    try:
+        with _MODEL_LOCK:
+            if threads:
+                torch.set_num_threads(threads)
+            result = func(path, **kwargs)
+            if not isinstance(result, dict):
+                raise TypeError(f"task function returned {type(result).__name__}, not dict")
+            record["result"] = _jsonable(result)
+        record["status"] = "ok"
+    except Exception as err:  # recorded, not raised: one bad input must not stop the sweep
+        lines = str(err).strip().splitlines()
+        record.update(status="error", error_type=type(err).__name__,
+                      error_message=lines[0] if lines else "",
+                      traceback=traceback.format_exc(limit=-4))
+    record["seconds"] = round(time.perf_counter() - start, 3)
+    record["worker_pid"] = os.getpid()
+    return record
+
+
+# ------------------------------------------------------------------------ client side
+def _write_json(path: Path, obj) -> None:
+    """Write ``obj`` as JSON to a temporary file, then rename (never a half-written file)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@contextmanager
+def _client(scheduler: str | None, workers: int | None, gpu: bool, n_tasks: int):
+    """A ``Client`` on ``scheduler``, or on a fresh LocalCluster (one single-threaded worker
+    process per core, or per GPU with ``gpu``; never more workers than tasks)."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    if gpu:
+        import torch
+
+        default = max(1, torch.cuda.device_count())
+    else:
+        default = os.cpu_count() or 1
+    n = max(1, min(workers or default, n_tasks))
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                      resources={"GPU": 1} if gpu else None) as cluster, Client(cluster) as client:
+        yield client
+
+
+def run_sweep(tasks, func, out, kwargs: dict | None = None, settings: dict | None = None,
+              scheduler: str | None = None, workers: int | None = None, gpu: bool = False,
+              retry_failed: bool = True, progress: bool = True) -> pd.DataFrame:
+    """Run ``func(path, **kwargs)`` for every ``(task_id, path)`` on Dask workers, resumably.
+
+    Parameters
+    ----------
+    tasks : ``(task_id, input path)`` pairs; ids name the output files, so they must be unique.
+    func : an importable function run in the workers; returns a dict of results.
+    out : folder for ``<task_id>.json`` (finished), ``<task_id>.error.json`` (failed) and
+        ``summary.csv``; created if missing.
+    kwargs : keyword arguments for ``func`` (must pickle).
+    settings : what makes a result reusable (model, steps, ...); stored in every result file. A
+        rerun skips tasks whose result file has the same settings; a result made with other
+        settings raises ``ValueError`` (use another ``out``).
+    scheduler : address of a running Dask scheduler (``tcp://host:8786``); ``None`` starts a
+        LocalCluster with ``workers`` single-threaded worker processes (default: one per core).
+    gpu : submit every task with ``resources={"GPU": 1}`` so a GPU worker runs one at a time.
+    retry_failed : rerun tasks that have only an error file (default); ``False`` keeps the error.
+    progress : ``tqdm.auto`` bar advancing as tasks finish.
+
+    Returns
+    -------
+    The summary DataFrame (one row per task: status, seconds, scalar results, error), also written
+    to ``out/summary.csv``; ``df.attrs["submitted"]`` counts the tasks run by this call.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ids = [t for t, _ in tasks]
+    if len(set(ids)) != len(ids):
+        raise ValueError("task ids must be unique")
+    settings = _jsonable(settings or {})
+    pending = []
+    for task_id, path in tasks:
+        done = _read_json(out / f"{task_id}.json")
+        if done is not None:
+            if done.get("settings") != settings:
+                raise ValueError(f"{out / task_id}.json was made with settings "
+                                 f"{done.get('settings')}, not {settings}: use another --out")
+            continue
+        if (out / f"{task_id}.error.json").exists() and not retry_failed:
+            continue
+        pending.append((task_id, path))
+    if pending:
+        with _client(scheduler, workers, gpu, len(pending)) as client:
+            resources = {"GPU": 1} if gpu else None
+            futures = {}
+            for task_id, path in pending:
+                future = client.submit(_run_task, func, str(path), kwargs or {}, pure=False,
+                                       key=f"tttlab-{task_id}-{uuid.uuid4().hex[:8]}",
+                                       resources=resources)
+                futures[future] = task_id
+            from distributed import as_completed
+
+            bar = tqdm(as_completed(list(futures)), total=len(futures), desc="sweep",
+                       disable=not progress)
+            for future in bar:
+                task_id = futures[future]
+                try:
+                    record = future.result()
+                except Exception as err:  # the worker died, the task was cancelled, ...
+                    record = {"status": "error", "error_type": type(err).__name__,
+                              "error_message": (str(err).splitlines() or [""])[0]}
+                record.update(task_id=task_id, settings=settings,
+                              finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                ok = record["status"] == "ok"
+                _write_json(out / f"{task_id}{'' if ok else '.error'}.json", record)
+                if ok:
+                    (out / f"{task_id}.error.json").unlink(missing_ok=True)
+                bar.set_postfix_str(f"{task_id}: {record['status']}")
+    table = summarize(out, ids)
+    table.attrs["submitted"] = len(pending)
+    tmp = out / f".{SUMMARY_NAME}.tmp"
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, out / SUMMARY_NAME)
+    return table
+
+
+def summarize(out, ids=None) -> pd.DataFrame:
+    """One row per task of ``out`` (``ids``, default: every result or error file): task_id, status,
+    seconds, finished_at, every scalar in the task's result, error_type and error_message."""
+    out = Path(out)
+    if ids is None:
+        names = [p.name for p in out.glob("*.json") if not p.name.startswith(".")]
+        ids = sorted({n[: -len(".error.json")] if n.endswith(".error.json") else n[:-5]
+                      for n in names})
+    rows = []
+    for task_id in ids:
+        record = _read_json(out / f"{task_id}.json") or _read_json(out / f"{task_id}.error.json")
+        if record is None:
+            rows.append({"task_id": task_id, "status": "missing"})
+            continue
+        row = {k: record.get(k) for k in ("task_id", "status", "seconds", "finished_at")}
+        row["task_id"] = task_id
+        for key, value in (record.get("result") or {}).items():
+            if isinstance(value, (int, float, str, bool)) or value is None:
+                row[key] = value
+        row["error_type"] = record.get("error_type")
+        row["error_message"] = record.get("error_message")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------- task functions
+def fitness_task(dms_path: str, model: str, device=None, cfg=None, method="masked_marginals",
+                 max_variants=None, seed=0) -> dict:
+    """One fitness sweep task: ``tttlab.fitness.evaluate_assay`` with the worker's cached model."""
+    from .fitness import evaluate_assay
+
+    stem = _strip_suffix(Path(dms_path).name, DMS_SUFFIXES)
+    wt_fasta = Path(dms_path).with_name(f"{stem}.wt.fasta")
+    return evaluate_assay(worker_model(model, device), dms_path, wt_fasta=str(wt_fasta), cfg=cfg,
+                          method=method, max_variants=max_variants, seed=seed, progress=False)
+
+
+def contacts_task(pdb_path: str, model: str, device=None, cfg=None, chain=None) -> dict:
+    """One contacts sweep task: ``tttlab.structure.evaluate_structure`` with the cached model."""
+    from .structure import evaluate_structure
+
+    return evaluate_structure(worker_model(model, device), pdb_path, chain=chain, cfg=cfg,
+                              progress=False)
+
+
+def _settings(model, ttt_steps, seed, **extra) -> dict:
+    return {"model": str(model), "ttt_steps": int(ttt_steps), "seed": int(seed), **extra}
+
+
+def sweep_fitness(dms_dir, out, model: str = "tttlab-mini", ttt_steps: int = 30,
+                  max_variants: int | None = None, method: str = "masked_marginals",
+                  seed: int = 0, device=None, limit: int | None = None,
+                  scheduler: str | None = None, workers: int | None = None, gpu: bool = False,
+                  retry_failed: bool = True, progress: bool = True,
+                  plot: bool = True) -> pd.DataFrame:
+    """Fitness before/after TTT for every assay of ``dms_dir`` (see ``find_assays``), one Dask
+    task per assay, resumable (see ``run_sweep``). ``limit`` keeps the first N assays by name.
+
+    Returns the summary DataFrame (also ``out/summary.csv``); with ``plot`` the Spearman change
+    against pseudo-perplexity is saved as ``out/delta_spearman_vs_perplexity.png``.
+    """
+    from .config import preset
+
+    tasks = find_assays(dms_dir)[:limit]
+    cfg = preset(str(model), steps=ttt_steps, seed=seed)
+    settings = _settings(model, ttt_steps, seed, max_variants=max_variants, method=method)
+    table = run_sweep(tasks, fitness_task, out,
+                      kwargs=dict(model=str(model), device=device, cfg=cfg, method=method,
+                                  max_variants=max_variants, seed=seed),
+                      settings=settings, scheduler=scheduler, workers=workers, gpu=gpu,
+                      retry_failed=retry_failed, progress=progress)
+    if plot:
+        _fitness_plot(table, Path(out))
+    return table
+
+
+def sweep_contacts(pdb_dir, out, model: str = "tttlab-mini", ttt_steps: int = 30,
+                   seed: int = 0, device=None, limit: int | None = None,
+                   scheduler: str | None = None, workers: int | None = None, gpu: bool = False,
+                   retry_failed: bool = True, progress: bool = True) -> pd.DataFrame:
+    """Contact precision before/after TTT for every structure of ``pdb_dir`` (see
+    ``find_structures``), one Dask task per file, resumable (see ``run_sweep``)."""
+    from .config import preset
+
+    tasks = find_structures(pdb_dir)[:limit]
+    cfg = preset(str(model), steps=ttt_steps, seed=seed)
+    return run_sweep(tasks, contacts_task, out,
+                     kwargs=dict(model=str(model), device=device, cfg=cfg),
+                     settings=_settings(model, ttt_steps, seed), scheduler=scheduler,
+                     workers=workers, gpu=gpu, retry_failed=retry_failed, progress=progress)
+
+
+def _fitness_plot(table: pd.DataFrame, out: Path) -> str | None:
+    """Spearman change vs pseudo-perplexity of the finished assays, if the plot helper exists."""
+    from . import plots
+
+    helper = getattr(plots, "delta_spearman_vs_perplexity", None)
+    ok = table[table["status"] == "ok"] if "status" in table else table
+    if helper is None or ok.empty:
+        return None
+    import matplotlib.pyplot as plt
+
+    ax = helper(ok)
+    path = plots.save_figure(ax, "delta_spearman_vs_perplexity", folder=out)
+    plt.close(ax.figure)
+    return path
+
+
+# --------------------------------------------------------------------------------- CLI
+def _add_sweep_args(p) -> None:
+    from .cli import add_model_args
+
+    p.add_argument("--out", required=True, help="output folder (one JSON per task, summary.csv)")
+    add_model_args(p)
+    p.add_argument("--limit", type=int, default=None, help="only the first N inputs by name")
+    p.add_argument("--scheduler", default=None,
+                   help="address of a running Dask scheduler, e.g. tcp://host:8786 "
+                        "(default: a LocalCluster on this machine)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="LocalCluster worker processes (default: one per core)")
+    p.add_argument("--gpu", action="store_true",
+                   help="tasks need resources={'GPU': 1}: one task at a time per GPU worker")
+    p.add_argument("--no-retry-failed", dest="retry_failed", action="store_false",
+                   help="keep earlier errors instead of rerunning failed tasks")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def _report(table: pd.DataFrame, out, as_json: bool) -> int:
+    if as_json:
+        print(table.to_json(orient="records"))
+    else:
+        with pd.option_context("display.width", 160, "display.max_columns", 12):
+            print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        failed = int((table["status"] != "ok").sum())
+        print(f"{len(table) - failed} finished, {failed} failed; {table.attrs['submitted']} run "
+              f"now; summary: {Path(out) / SUMMARY_NAME}")
+    return 0
+
+
+def _check(args) -> None:
+    if args.workers is not None and args.workers < 1:
+        raise ValueError("--workers must be >= 1")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError("--limit must be >= 1")
+    if args.ttt_steps < 0:
+        raise ValueError("--ttt-steps must be >= 0")
+
+
+def _cli_fitness(args) -> int:
+    _check(args)
+    table = sweep_fitness(args.dms_dir, args.out, model=args.model, ttt_steps=args.ttt_steps,
+                          max_variants=args.max_variants, method=args.method, seed=args.seed,
+                          device=args.device, limit=args.limit, scheduler=args.scheduler,
+                          workers=args.workers, gpu=args.gpu, retry_failed=args.retry_failed,
+                          progress=args.progress and not args.json)
+    return _report(table, args.out, args.json)
+
+
+def _cli_contacts(args) -> int:
+    _check(args)
+    table = sweep_contacts(args.pdb_dir, args.out, model=args.model, ttt_steps=args.ttt_steps,
+                           seed=args.seed, device=args.device, limit=args.limit,
+                           scheduler=args.scheduler, workers=args.workers, gpu=args.gpu,
+                           retry_failed=args.retry_failed,
+                           progress=args.progress and not args.json)
+    return _report(table, args.out, args.json)
+
+
+def register_cli(subparsers) -> None:
+    """``tttlab sweep fitness ...`` and ``tttlab sweep contacts ...``."""
+    sweep = subparsers.add_parser("sweep", help="run a case study over many proteins on Dask")
+    sub = sweep.add_subparsers(dest="sweep", required=True)
+    p = sub.add_parser("fitness", help="DMS Spearman before/after TTT, one task per assay")
+    p.add_argument("--dms-dir", required=True,
+                   help="folder of <name>.csv[.gz] assays with <name>.wt.fasta beside them")
+    p.add_argument("--max-variants", type=int, default=None,
+                   help="random subsample of variants per assay (default: all)")
+    p.add_argument("--method", default="masked_marginals",
+                   choices=("masked_marginals", "wt_marginals", "pseudo_likelihood"))
+    _add_sweep_args(p)
+    p.set_defaults(func=_cli_fitness)
+    p = sub.add_parser("contacts", help="contact precision before/after TTT, one task per PDB")
+    p.add_argument("--pdb-dir", required=True, help="folder of .pdb / .cif files")
+    _add_sweep_args(p)
+    p.set_defaults(func=_cli_contacts)
