@@ -46,3 +46,73 @@ def save_figure(fig_or_ax, name: str, folder="figures") -> str:
 # -------------------------------------------------------------------------- structure
 
 # --------------------------------------------------------------------------- function
+
+# ------------------------------------------------------------------------- quickstart
+def marginals_heatmap(matrix, seq: str, ax=None, center: float | None = 0.0, cmap: str = "RdBu",
+                      robust: bool = True, title: str | None = None,
+                      label: str = "log p(mt) - log p(wt)"):
+    """Position x amino-acid heat map of an L x 20 matrix (columns ``STANDARD_AA``), e.g.
+    ``scoring.substitution_scores`` or a before/after difference; the wild type is dotted.
+
+    ``center`` (default 0) makes the colour scale symmetric around it (``None``: plain min-max);
+    ``robust`` caps the scale at the 98th percentile so a few extreme cells do not wash it out.
+    """
+    import numpy as np
+
+    from .masking import STANDARD_AA
+
+    values = np.asarray(matrix, dtype=float)
+    if values.ndim != 2 or values.shape != (len(seq), len(STANDARD_AA)):
+        raise ValueError(f"matrix shape {values.shape} does not match {len(seq)} residues x 20")
+    ax = _axes(ax, figsize=(max(6, len(seq) * 0.12), 3.2))
+    finite = values[np.isfinite(values)]
+    if center is None:
+        lo, hi = (np.percentile(finite, [2, 98]) if robust and finite.size else
+                  (np.nanmin(values), np.nanmax(values)))
+    else:
+        dev = np.abs(finite - center)
+        half = (np.percentile(dev, 98) if robust else dev.max()) if dev.size else 1.0
+        half = half or 1.0
+        lo, hi = center - half, center + half
+    image = ax.imshow(values.T, aspect="auto", cmap=cmap, vmin=lo, vmax=hi, interpolation="none")
+    wt = [(i, STANDARD_AA.index(c)) for i, c in enumerate(seq) if c in STANDARD_AA]
+    if wt:
+        ax.scatter(*zip(*wt), s=4, c="black", marker="o", linewidths=0)
+    ax.set_yticks(range(len(STANDARD_AA)), list(STANDARD_AA), fontsize=7)
+    step = 5 if len(seq) <= 100 else 10 if len(seq) <= 300 else 50
+    ticks = [t for t in range(step - 1, len(seq), step)]
+    ax.set_xticks(ticks, [str(t + 1) for t in ticks], fontsize=8)
+    ax.set(xlabel="position", ylabel="substitution")
+    ax.grid(False)
+    ax.figure.colorbar(image, ax=ax, label=label, fraction=0.03, pad=0.01)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def ttt_summary_figure(history, before, after, seq: str, title: str | None = None):
+    """One figure for a customisation: loss and pseudo-perplexity per TTT step (``history`` =
+    ``TTTResult.table()``) above the substitution-score heat maps before, after and their
+    difference (``before``/``after``: L x 20 matrices such as ``scoring.substitution_scores``).
+    Returns the Figure."""
+    import numpy as np
+    import pandas as pd
+
+    history = pd.DataFrame(history)
+    width = max(9.0, min(18.0, len(seq) * 0.12))
+    fig = plt.figure(figsize=(width, 11), layout="constrained")
+    grid = fig.add_gridspec(4, 2, height_ratios=[1.1, 1, 1, 1])
+    for col, y in enumerate(("loss", "pseudo_perplexity")):
+        ax = fig.add_subplot(grid[0, col])
+        if y in history and history[y].notna().any():
+            ttt_curve(history, y, ax=ax).xaxis.get_major_locator().set_params(integer=True)
+        else:
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, f"no {y.replace('_', ' ')} recorded", ha="center", va="center")
+    marginals_heatmap(before, seq, ax=fig.add_subplot(grid[1, :]), title="before TTT")
+    marginals_heatmap(after, seq, ax=fig.add_subplot(grid[2, :]), title="after TTT")
+    marginals_heatmap(np.asarray(after) - np.asarray(before), seq, ax=fig.add_subplot(grid[3, :]),
+                      cmap="PuOr", title="after - before", label="change in score")
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -287,3 +287,28 @@ def representations(model, seqs, layer: int = -1, pool: str = "mean", batch_size
     if pool is None:
         return out
     raise ValueError(f"pool must be 'mean' or None, got {pool!r}")
+
+
+# ------------------------------------------------------------- mutational scan (your protein)
+def substitution_scores(marginals: np.ndarray, seq: str) -> np.ndarray:
+    """L x 20 masked-marginal scores log p(mt) - log p(wt) of every single substitution (columns
+    ``STANDARD_AA``; 0 at the wild type, NaN rows at X), from an L x 20 ``marginals`` matrix."""
+    seq = check_sequence(seq)
+    marginals = np.asarray(marginals, dtype=float)
+    if marginals.shape != (len(seq), len(STANDARD_AA)):
+        raise ValueError(f"marginals shape {marginals.shape} does not match {len(seq)} residues x 20")
+    return marginals - wild_type_log_probs(marginals, seq)[:, None]
+
+
+def mutational_scan_table(marginals: np.ndarray, seq: str):
+    """Every single substitution (19 per standard residue, X skipped) as a DataFrame with columns
+    ``mutant`` (ProteinGym style, 1-based), ``position``, ``wt``, ``mt``, ``score``
+    (log p(mt) - log p(wt); negative = predicted deleterious), in sequence order."""
+    import pandas as pd
+
+    seq = check_sequence(seq)
+    scores = substitution_scores(marginals, seq)
+    rows = [(f"{wt}{i + 1}{mt}", i + 1, wt, mt, scores[i, j])
+            for i, wt in enumerate(seq) if wt != "X"
+            for j, mt in enumerate(STANDARD_AA) if mt != wt]
+    return pd.DataFrame(rows, columns=["mutant", "position", "wt", "mt", "score"])

@@ -1,0 +1,177 @@
+"""Tests for the quickstart / your-protein helpers: input checking (tttlab.yourprotein), the
+mutational scan (scoring), the heat-map figures (plots, quickstart section) and the notebook helpers
+(widgets, your-protein section)."""
+
+import gzip
+import re
+
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+
+from tttlab import plots, scoring, widgets, yourprotein  # noqa: E402
+from tttlab.data import path  # noqa: E402
+from tttlab.masking import STANDARD_AA  # noqa: E402
+
+GB1_FASTA = "dms/SPG1_STRSG_Olson_2014_singles.wt.fasta"
+GB1_DMS = "dms/SPG1_STRSG_Olson_2014_singles.csv.gz"
+GB1_PDB = "structures/dms_targets/1PGA.pdb"
+SEQ = "MKTAYIAKQRQISFVKSHFSRQ"
+
+
+# ------------------------------------------------------------------- yourprotein inputs
+def test_read_protein_plain_fasta_text_and_file(tmp_path):
+    assert yourprotein.read_protein("mkt ay\nia") == ("my_protein", "MKTAYIA")
+    assert yourprotein.read_protein(">p1 some text\nMKT\nAYI\n") == ("p1", "MKTAYI")
+    f = tmp_path / "x.fasta.gz"
+    with gzip.open(f, "wt") as handle:
+        handle.write(">zz\nMKV\n")
+    assert yourprotein.read_protein(None, f) == ("zz", "MKV")
+    # a pasted sequence wins over a FASTA file
+    assert yourprotein.read_protein("AAA", f) == ("my_protein", "AAA")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, "no protein given"),
+    ({"sequence": "   "}, "no protein given"),
+    ({"sequence": "MKV1ZB"}, "letters outside the 20 standard amino acids and X: 1BZ"),
+    ({"sequence": ">a\nMK\n>b\nMV\n"}, "expected one FASTA record, found 2"),
+    ({"sequence": ">a\n"}, "empty sequence"),
+    ({"fasta": "/no/such/file.fasta"}, "FASTA file not found"),
+    ({"sequence": "MKV", "pdb": "/no/such.pdb"}, "PDB file not found"),
+    ({"sequence": "MKV", "dms_csv": "/no/such.csv"}, "DMS CSV not found"),
+])
+def test_validate_inputs_one_line_messages(kwargs, message):
+    text = yourprotein.validate_inputs(**kwargs)
+    assert message in text
+    assert "\n" not in text
+    with pytest.raises(ValueError, match="."):
+        yourprotein.load_inputs(**kwargs)
+
+
+def test_shared_gb1_inputs_check_out():
+    seq_path, dms, pdb = path(GB1_FASTA), path(GB1_DMS), path(GB1_PDB)
+    assert yourprotein.validate_inputs(fasta=seq_path, dms_csv=dms, pdb=pdb) == ""
+    inputs = yourprotein.load_inputs(fasta=seq_path, dms_csv=dms, pdb=pdb, name="GB1")
+    assert inputs.name == "GB1" and len(inputs.sequence) == 55
+    assert inputs.n_variants == 1045 and inputs.chain == "A" and inputs.n_structure_residues == 56
+    lines = inputs.summary().splitlines()
+    assert len(lines) == 3 and "55 residues" in lines[0] and "1045 variants" in lines[1]
+    bare = yourprotein.load_inputs(sequence=inputs.sequence)
+    assert bare.dms_csv is None and bare.pdb is None and "none" in bare.summary()
+
+
+def test_dms_check_catches_wrong_sequence_and_columns(tmp_path):
+    wrong = yourprotein.validate_inputs(sequence="A" * 60, dms_csv=path(GB1_DMS))
+    assert re.search(r": \d+ mutant\(s\) do not fit the sequence, e.g. \S+: wild type at", wrong)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("variant,score\nA1C,0.5\n")
+    assert "missing column(s) mutant, DMS_score" in yourprotein.validate_inputs(
+        sequence="AK", dms_csv=bad)
+    good = tmp_path / "good.csv"
+    good.write_text("mutant,DMS_score\nA1C,0.5\nK2E:A1D,-1\n")
+    assert yourprotein.load_inputs(sequence="AK", dms_csv=good).n_variants == 2
+
+
+def test_pdb_check_chain_and_garbage(tmp_path):
+    assert "no chain 'B'; chains with amino acids: A" in yourprotein.validate_inputs(
+        sequence="MKV", pdb=path(GB1_PDB), chain="B")
+    junk = tmp_path / "junk.pdb"
+    junk.write_text("this is not a PDB file\n")
+    message = yourprotein.validate_inputs(sequence="MKV", pdb=junk)
+    assert message.startswith(("cannot read PDB junk.pdb", "junk.pdb: no amino-acid residues"))
+
+
+# ------------------------------------------------------------------ scoring: the scan
+def test_substitution_scores_and_scan_table():
+    rng = np.random.default_rng(0)
+    seq = "MKXA"
+    marg = np.log(rng.dirichlet(np.ones(20), size=len(seq)))
+    scores = scoring.substitution_scores(marg, seq)
+    assert scores.shape == (4, 20)
+    assert scores[0, STANDARD_AA.index("M")] == 0 and np.isnan(scores[2]).all()
+    j = STANDARD_AA.index("C")
+    assert scores[1, j] == pytest.approx(marg[1, j] - marg[1, STANDARD_AA.index("K")])
+    table = scoring.mutational_scan_table(marg, seq)
+    assert len(table) == 3 * 19  # X skipped, wild type skipped
+    assert list(table.columns) == ["mutant", "position", "wt", "mt", "score"]
+    assert table["mutant"].iloc[0] == "M1A" and set(table["position"]) == {1, 2, 4}
+    assert (table["wt"] != table["mt"]).all()
+    row = table.set_index("mutant").loc["K2C"]
+    assert row["score"] == pytest.approx(scores[1, j])
+    with pytest.raises(ValueError, match="does not match"):
+        scoring.substitution_scores(marg[:3], seq)
+
+
+def test_scan_table_agrees_with_score_mutants(tiny):
+    model, _ = tiny
+    marg = scoring.masked_marginals(model, SEQ)
+    table = scoring.mutational_scan_table(marg, SEQ)
+    assert len(table) == 19 * len(SEQ)
+    some = table["mutant"].iloc[::37].tolist()
+    expected = scoring.score_mutants(model, SEQ, some, marginals=marg)
+    np.testing.assert_allclose(table.set_index("mutant").loc[some, "score"], expected, rtol=1e-6)
+
+
+# -------------------------------------------------------------------------- plots
+def test_marginals_heatmap_and_summary_figure():
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    marg = np.log(rng.dirichlet(np.ones(20), size=len(SEQ)))
+    before = scoring.substitution_scores(marg, SEQ)
+    ax = plots.marginals_heatmap(before, SEQ, title="before")
+    image = ax.images[0]
+    lo, hi = image.get_clim()
+    assert lo == pytest.approx(-hi) and image.get_array().shape == (20, len(SEQ))
+    assert ax.get_title() == "before"
+    ax2 = plots.marginals_heatmap(before, SEQ, center=None, robust=False)
+    assert ax2.images[0].get_clim() == pytest.approx((np.nanmin(before), np.nanmax(before)))
+    with pytest.raises(ValueError, match="does not match"):
+        plots.marginals_heatmap(before[:-1], SEQ)
+    history = pd.DataFrame([{"step": 0, "loss": None, "pseudo_perplexity": 9.0},
+                            {"step": 1, "loss": 2.0, "pseudo_perplexity": 8.0}])
+    fig = plots.ttt_summary_figure(history, before, before + 1, SEQ, title="t")
+    assert len(fig.axes) == 2 + 3 + 3  # two curves, three heat maps, three colour bars
+    # a history without pseudo-perplexity still draws (a note instead of the curve)
+    fig2 = plots.ttt_summary_figure(history.drop(columns="pseudo_perplexity"), before, before, SEQ)
+    assert any("no pseudo perplexity" in t.get_text() for t in fig2.axes[1].texts)
+    matplotlib.pyplot.close("all")
+
+
+# ------------------------------------------------------------------------- widgets
+def test_explorer_runs_and_restores_model(tiny):
+    import torch
+
+    model, _ = tiny
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    ui = widgets.your_protein_explorer(model, SEQ, steps=2, eval_every=1)
+    steps, lr, method = ui.children[:3]
+    assert (steps.value, method.value) == (2, "all") and lr.value == pytest.approx(4e-4)
+    ui.update()
+    result = ui.result
+    assert result["pseudo_perplexity_after"] < result["pseudo_perplexity_before"]
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    matplotlib.pyplot.close("all")
+
+
+def test_short_errors_outside_and_inside_ipython(capsys):
+    assert widgets.short_errors() is False  # plain Python: nothing to install
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        assert widgets.short_errors() is True
+        shell.run_cell("import tttlab.yourprotein as yp\nyp.load_inputs(sequence='MK1')")
+        out = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+        assert out.count("\n") == 1
+        assert "ValueError: sequence: letters outside the 20 standard amino acids and X: 1" in out
+        assert "Traceback" not in out and "load_inputs" not in out
+        result = shell.run_cell("raise ValueError('user code')")  # not from tttlab: full traceback
+        assert not result.success
+        assert "Traceback" in capsys.readouterr().out
+        assert widgets.short_errors(False) is True
+    finally:
+        InteractiveShell.clear_instance()
