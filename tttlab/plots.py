@@ -46,6 +46,51 @@ def save_figure(fig_or_ax, name: str, folder="figures") -> str:
 # -------------------------------------------------------------------------- structure
 
 # --------------------------------------------------------------------------- function
+def confusion_heatmap(confusion, ax=None, title: str | None = None):
+    """A confusion table (rows true, columns predicted; ``FunctionResult.confusion``): colour =
+    fraction of each true class, numbers = protein counts."""
+    ax = _axes(ax, (6, 5))
+    counts = confusion.to_numpy()
+    fractions = counts / counts.sum(axis=1, keepdims=True).clip(min=1)
+    sns.heatmap(fractions, annot=counts, fmt="d", cmap="Blues", vmin=0, vmax=1, cbar=False,
+                xticklabels=confusion.columns, yticklabels=confusion.index, ax=ax,
+                annot_kws={"fontsize": 8})
+    ax.set(xlabel="predicted", ylabel="true", title=title or "")
+    ax.tick_params(axis="x", labelrotation=90)
+    return ax
+
+
+def probability_change(table, ax=None):
+    """Per protein: change of the true-class probability after TTT (``delta_p_true``) against the
+    pseudo-perplexity before TTT (``ppl_before``, log axis), coloured by ``label``."""
+    ax = _axes(ax, (6, 4))
+    sns.scatterplot(data=table, x="ppl_before", y="delta_p_true", hue="label", ax=ax, s=40)
+    ax.axhline(0, color="grey", lw=1, zorder=0)
+    ax.set_xscale("log")
+    ax.set(xlabel="pseudo-perplexity before TTT", ylabel="change of true-class probability")
+    ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left", frameon=False)
+    return ax
+
+
+def embedding_shift(points, ax=None):
+    """PCA view (``function.pca_shift``): training proteins as faint dots, test proteins as arrows
+    from the base embedding (``pc1``, ``pc2``) to the one after TTT (``pc1_after``, ...)."""
+    ax = _axes(ax, (6, 5))
+    train, test = points[points["set"] == "train"], points[points["set"] == "test"]
+    labels = sorted(points["label"].unique())
+    palette = dict(zip(labels, sns.color_palette("colorblind", len(labels))))
+    sns.scatterplot(data=train, x="pc1", y="pc2", hue="label", palette=palette, alpha=0.25,
+                    s=12, linewidth=0, ax=ax)
+    for row in test.itertuples():
+        ax.annotate("", xy=(row.pc1_after, row.pc2_after), xytext=(row.pc1, row.pc2),
+                    arrowprops={"arrowstyle": "->", "color": palette[row.label], "lw": 1.5})
+        ax.scatter([row.pc1], [row.pc2], color=palette[row.label], edgecolor="black", s=40)
+        ax.annotate(row.id, (row.pc1, row.pc2), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    ax.set(xlabel="PC 1", ylabel="PC 2", title="embeddings before -> after TTT")
+    ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left", frameon=False)
+    return ax
+
 
 # ------------------------------------------------------------------------- quickstart
 def marginals_heatmap(matrix, seq: str, ax=None, center: float | None = 0.0, cmap: str = "RdBu",
