@@ -286,19 +286,105 @@ def pretrain(data_dir: Path, run_dir: Path, cfg: PretrainConfig = PretrainConfig
             "history": state["history"]}
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Pretrain tttlab-mini (resumable).")
-    parser.add_argument("--data-dir", default=os.environ.get("TTTLAB_DATA_DIR", "../shared/data"))
-    parser.add_argument("--run-dir", default="runs/pretrain")
-    parser.add_argument("--export", default=str(MINI_PATH))
-    parser.add_argument("--steps", type=int, default=PretrainConfig.steps)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    args = parser.parse_args(argv)
+def unigram_log_probs(seqs: list[str]) -> dict[str, float]:
+    """log frequency of each standard amino acid in ``seqs`` (the unigram baseline model)."""
+    counts = {a: 1 for a in STANDARD_AA}
+    for s in seqs:
+        for c in s:
+            if c in counts:
+                counts[c] += 1
+    total = sum(counts.values())
+    return {a: math.log(n / total) for a, n in counts.items()}
+
+
+def heldout_chains(data_dir: Path, n: int = 50, max_len: int = 0) -> list[str]:
+    """Validation chains by the run's fixed hash rule (sha1 % 20 == 0), sorted, first ``n``.
+
+    They were never trained on: either held out, or removed by the leakage filter."""
+    seqs = set()
+    for sub in ("flip_secondary_structure", "flip_conservation"):
+        for _, s in read_fasta(data_dir / "sequences" / sub / "sequences.fasta.gz"):
+            s = s.upper()
+            if len(s) >= 30 and set(s) <= set(STANDARD_AA) and \
+                    int(hashlib.sha1(s.encode()).hexdigest(), 16) % 20 == 0:
+                seqs.add(s)
+    out = sorted(seqs)[:n]
+    return [s[:max_len] for s in out] if max_len else out
+
+
+def evaluate_pretrained(model, data_dir: Path, unigram: dict[str, float], n_heldout: int = 50,
+                        progress: bool = True) -> dict:
+    """Pseudo-perplexity of ``model`` vs the unigram baseline on held-out chains and on pfam40."""
+    from tqdm.auto import tqdm
+
+    from .scoring import pseudo_perplexity
+
+    sets = {"heldout": heldout_chains(data_dir, n_heldout),
+            "pfam40": [pdb_sequence(f) for f in sorted((data_dir / "structures" / "pfam40")
+                                                       .glob("*.pdb"))]}
+    out = {}
+    for name, seqs in sets.items():
+        seqs = [s.replace("X", "") for s in seqs]
+        model_nll, base_nll, n = 0.0, 0.0, 0
+        for s in tqdm(seqs, desc=name, disable=not progress):
+            model_nll += math.log(pseudo_perplexity(model, s)) * len(s)
+            base_nll -= sum(unigram[c] for c in s)
+            n += len(s)
+        out[name] = {"proteins": len(seqs), "residues": n,
+                     "pseudo_perplexity": round(math.exp(model_nll / n), 3),
+                     "unigram_perplexity": round(math.exp(base_nll / n), 3)}
+        out[name]["reduction"] = round(1 - out[name]["pseudo_perplexity"]
+                                       / out[name]["unigram_perplexity"], 4)
+    return out
+
+
+def _run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
+    data_dir = Path(args.data_dir) if args.data_dir else None
+    if data_dir is None:
+        from .data import data_dir as default_dir
+
+        data_dir = default_dir()
+    if args.evaluate:
+        from .models import load_model
+
+        model, _ = load_model(args.export, device="cpu")
+        meta = json.loads(Path(args.export).with_suffix(".json").read_text())
+        print(json.dumps(evaluate_pretrained(model, data_dir, meta["unigram_log_probs"]), indent=1))
+        return 0
     cfg = PretrainConfig(steps=args.steps)
-    out = pretrain(Path(args.data_dir), Path(args.run_dir), cfg, Path(args.export))
+    out = pretrain(data_dir, Path(args.run_dir), cfg, Path(args.export))
+    data = json.loads((Path(args.run_dir) / "data.json").read_text())
+    meta = {"config": asdict(cfg), "filter_report": out["report"],
+            "unigram_val_perplexity": out["unigram_val_perplexity"],
+            "unigram_log_probs": unigram_log_probs(data["train"]), "history": out["history"]}
+    Path(args.export).with_suffix(".json").write_text(json.dumps(meta, indent=1))
     print(json.dumps(out["history"][-1] if out["history"] else {}))
+    return 0
+
+
+def _add_arguments(parser):
+    parser.add_argument("--data-dir", default=None, help="shared data folder (default: registry)")
+    parser.add_argument("--run-dir", default="runs/pretrain", help="checkpoints (resumable)")
+    parser.add_argument("--export", default=str(MINI_PATH), help="fair-esm .pt to write")
+    parser.add_argument("--steps", type=int, default=PretrainConfig.steps)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="only measure pseudo-perplexity vs the unigram baseline")
+
+
+def register_cli(subparsers) -> None:
+    """``tttlab pretrain``: (re)build tttlab-mini, resumably, or ``--evaluate`` it."""
+    p = subparsers.add_parser("pretrain", help="pretrain tttlab-mini (hours on a CPU; resumable)")
+    _add_arguments(p)
+    p.set_defaults(func=_run)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Pretrain tttlab-mini (resumable).")
+    _add_arguments(parser)
+    return _run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,259 @@
+"""The engine's contract: config, loading, exact reset, determinism, scoring equivalences, bad inputs."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import tttlab
+from tttlab import cli
+from tttlab.config import PRESETS, TTTConfig, preset
+from tttlab.masking import STANDARD_AA, bert_mask
+from tttlab.models import build_esm2, load_model, save_fair_esm_checkpoint
+from tttlab.scoring import (check_sequence, masked_marginals, parse_mutant, pseudo_perplexity,
+                            score_mutants, wt_marginals)
+from tttlab.ttt import customize, customized, snapshot
+
+UBQ = "MQIFVKTLTGKTITLEVEPSDTIENVKAKIQDKEGIPPDQQRLIFAGKQLEDGRTLSDYNIQKESTLHLVLRLRGG"
+FAST = dict(steps=2, grad_accum_steps=2, batch_size=2)
+
+
+# ----------------------------------------------------------------------------- config
+def test_defaults_mirror_published_method():
+    cfg = TTTConfig()
+    assert (cfg.lr, cfg.batch_size, cfg.grad_accum_steps, cfg.steps) == (4e-4, 4, 16, 30)
+    assert (cfg.momentum, cfg.weight_decay, cfg.mask_ratio, cfg.crop_size) == (0, 0, 0.15, 1024)
+    assert (cfg.bert_replace, cfg.bert_keep, cfg.seed, cfg.loss) == (0.1, 0.1, 0, "all_tokens")
+    big = PRESETS["esm2_t33_650M_UR50D"]
+    assert (big.lr, big.batch_size, big.grad_accum_steps) == (4e-5, 4, 4)
+
+
+def test_config_is_frozen_and_validated():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TTTConfig().steps = 3
+    assert preset("esm2_t33_650M_UR50D", steps=5).steps == 5
+    assert PRESETS["esm2_t33_650M_UR50D"].steps == 30  # presets never mutate
+    for bad in (dict(loss="mse"), dict(trainable="half"), dict(batch_size=0), dict(steps=-1),
+                dict(keep_best=True)):
+        with pytest.raises(ValueError):
+            TTTConfig(**bad)
+    with pytest.raises(ValueError, match="unknown TTTConfig field"):
+        preset(stepz=3)
+
+
+# ----------------------------------------------------------------------------- loading
+def test_local_checkpoint_roundtrip_uses_fair_esm_format(tiny, tmp_path):
+    model, _ = tiny
+    path = tmp_path / "esm2_tiny.pt"
+    save_fair_esm_checkpoint(model, path)
+    loaded, alphabet = load_model(path, device="cpu")
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        if not k.startswith("contact_head.regression"):
+            assert torch.equal(a, b), k
+    assert loaded.lm_head.weight is loaded.embed_tokens.weight
+
+
+def test_load_errors_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="unknown model"):
+        load_model("esm3_large")
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "esm2_missing.pt")
+    (tmp_path / "weights.pt").write_bytes(b"x")
+    with pytest.raises(ValueError, match="esm2"):
+        load_model(tmp_path / "weights.pt")
+
+
+def test_named_model_offline_fails_fast(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(RuntimeError, match="put esm2_t6_8M_UR50D.pt"):
+        load_model("esm2_t6_8M_UR50D")
+
+
+# ------------------------------------------------------------------------------- masking
+def test_bert_mask_rates_and_specials(tiny):
+    _, alphabet = tiny
+    tokens = torch.tensor([[alphabet.cls_idx] + [alphabet.get_idx("A")] * 2000 + [alphabet.eos_idx]])
+    corrupted, selected = bert_mask(tokens, alphabet, torch.Generator().manual_seed(0))
+    assert not selected[0, 0] and not selected[0, -1]
+    assert 0.13 < selected.float().mean() < 0.17
+    masked = (corrupted == alphabet.mask_idx) & selected
+    assert 0.75 < masked.sum() / selected.sum() < 0.85
+    assert torch.equal(corrupted[~selected], tokens[~selected])
+
+
+# ---------------------------------------------------------------------------------- TTT
+def test_reset_is_bit_exact_and_keeps_tie(tiny):
+    model, _ = tiny
+    before = snapshot(model)
+    with customized(model, UBQ, progress=False, **FAST) as result:
+        changed = any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert changed and len(result.history) == 3
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert model.lm_head.weight is model.embed_tokens.weight
+    assert not model.training
+
+
+def test_reset_on_error(tiny):
+    model, _ = tiny
+    before = snapshot(model)
+    with pytest.raises(KeyError):
+        with customized(model, UBQ, progress=False, **FAST):
+            raise KeyError("boom")
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_embedding_and_tied_head_stay_frozen(tiny):
+    model, _ = tiny
+    emb = model.embed_tokens.weight.detach().clone()
+    with customized(model, UBQ, progress=False, **FAST):
+        assert torch.equal(model.embed_tokens.weight, emb)
+
+
+def test_ttt_is_deterministic_for_a_seed(tiny):
+    model, _ = tiny
+    runs = []
+    for _ in range(2):
+        with customized(model, UBQ, progress=False, **FAST) as r:
+            runs.append(([h["loss"] for h in r.history[1:]], model.layers[0].fc1.weight.clone()))
+    assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])
+    with customized(model, UBQ, progress=False, seed=1, **FAST) as r:
+        assert [h["loss"] for h in r.history[1:]] != runs[0][0]
+
+
+def test_long_sequences_are_cropped(tiny):
+    model, _ = tiny
+    long_seq = (UBQ * 4)[:300]
+    with customized(model, long_seq, progress=False, crop_size=64, **FAST) as r:
+        assert np.isfinite(r.history[-1]["loss"])
+
+
+def test_callback_and_keep_best(tiny):
+    model, _ = tiny
+    calls = []
+    cfg = preset(steps=3, batch_size=2, grad_accum_steps=1, eval_every=1, keep_best=True)
+    with customized(model, UBQ[:30], cfg, progress=False,
+                    callback=lambda step, m: calls.append(step) or {"metric": step * 2}) as r:
+        assert calls == [0, 1, 2, 3] and r.table()["metric"].tolist() == [0, 2, 4, 6]
+        best = min(h["pseudo_perplexity"] for h in r.history)
+        assert r.pseudo_perplexity_after == best
+        assert pseudo_perplexity(model, UBQ[:30]) == pytest.approx(best, rel=1e-6)
+
+
+def test_ttt_lowers_pseudo_perplexity_of_its_protein(mini):
+    model, _ = mini
+    seq = UBQ
+    before = pseudo_perplexity(model, seq)
+    with customized(model, seq, progress=False, steps=3):
+        after = pseudo_perplexity(model, seq)
+    assert after < before * 0.98
+    assert pseudo_perplexity(model, seq) == pytest.approx(before, rel=1e-6)
+
+
+# ------------------------------------------------------------------------------ scoring
+def test_batched_pseudo_perplexity_equals_one_position_loop(tiny):
+    model, alphabet = tiny
+    seq = UBQ[:40]
+    batched = masked_marginals(model, seq, batch_size=16)
+    tokens = torch.tensor([[alphabet.cls_idx] + [alphabet.get_idx(c) for c in seq]
+                           + [alphabet.eos_idx]])
+    aa = [alphabet.get_idx(a) for a in STANDARD_AA]
+    looped = []
+    with torch.no_grad():
+        for i in range(len(seq)):
+            t = tokens.clone()
+            t[0, i + 1] = alphabet.mask_idx
+            looped.append(torch.log_softmax(model(t)["logits"][0, i + 1], -1)[aa].numpy())
+    np.testing.assert_allclose(batched, np.array(looped), atol=1e-5)
+    ppl_loop = float(np.exp(-np.mean([looped[i][STANDARD_AA.index(c)] for i, c in enumerate(seq)])))
+    assert pseudo_perplexity(model, seq, batch_size=7) == pytest.approx(ppl_loop, rel=1e-5)
+
+
+def test_sliding_window_matches_whole_sequence_when_short(tiny, monkeypatch):
+    model, _ = tiny
+    seq = UBQ
+    whole = masked_marginals(model, seq)
+    import tttlab.scoring as scoring
+
+    monkeypatch.setattr(scoring, "max_residues", lambda m: 30)
+    windowed = masked_marginals(model, seq)
+    assert windowed.shape == whole.shape and np.isfinite(windowed).all()
+    assert not np.allclose(windowed, whole)  # windows see less context
+    np.testing.assert_allclose(windowed[:15], masked_marginals(model, seq[:30])[:15], atol=1e-5)
+
+
+def test_score_mutants_additive_and_methods(tiny):
+    model, _ = tiny
+    mm = masked_marginals(model, UBQ)
+    singles = score_mutants(model, UBQ, ["M1A", "Q2K"], marginals=mm)
+    double = score_mutants(model, UBQ, ["M1A:Q2K"], marginals=mm)
+    assert double[0] == pytest.approx(singles.sum())
+    col = STANDARD_AA.index
+    assert singles[0] == pytest.approx(mm[0, col("A")] - mm[0, col("M")])
+    wt = score_mutants(model, UBQ, ["M1A"], method="wt_marginals")
+    assert wt[0] == pytest.approx(wt_marginals(model, UBQ)[0, col("A")]
+                                  - wt_marginals(model, UBQ)[0, col("M")])
+    pll = score_mutants(model, UBQ[:20], ["M1A"], method="pseudo_likelihood")
+    assert np.isfinite(pll).all()
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("A1C", "wild type at 1 is M"), ("M100A", "out of range"), ("M1B", "non-standard"),
+    ("", "empty"), ("M1", "malformed"), ("M1A:M1C", "mutated twice")])
+def test_bad_mutants_name_the_entry(bad, message):
+    with pytest.raises(ValueError, match=message):
+        parse_mutant(UBQ, bad)
+
+
+def test_duplicate_mutants_rejected(tiny):
+    with pytest.raises(ValueError, match="duplicate mutant entry: M1A"):
+        score_mutants(tiny[0], UBQ, ["M1A", "M1A"], marginals=np.zeros((len(UBQ), 20)))
+
+
+@pytest.mark.parametrize("seq", ["", "   ", "MKB1", "MK*"])
+def test_bad_sequences_rejected(seq):
+    with pytest.raises(ValueError):
+        check_sequence(seq)
+    assert check_sequence(" mk x\n") == "MKX"
+
+
+# ---------------------------------------------------------------------------------- CLI
+def test_cli_perplexity_json_on_fasta(tmp_path, capsys, monkeypatch, tiny):
+    monkeypatch.setattr(tttlab.models, "MINI_PATH", tmp_path / "esm2_tiny.pt")
+    save_fair_esm_checkpoint(tiny[0], tmp_path / "esm2_tiny.pt")
+    fasta = tmp_path / "two.fasta"
+    fasta.write_text(f">ubq human ubiquitin\n{UBQ[:40]}\n>short\nMKTAYIAKQR\n")
+    assert cli.main(["perplexity", "--fasta", str(fasta), "--ttt-steps", "1", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["id"] for r in rows] == ["ubq", "short"]
+    assert set(rows[0]) == {"id", "length", "pseudo_perplexity_before", "pseudo_perplexity_after",
+                            "seconds"}
+    assert rows[0]["length"] == 40
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["perplexity", "MKB"], "letters outside"), (["perplexity", ""], "empty"),
+    (["perplexity", "--fasta", "/no/such.fasta"], "cannot read FASTA"),
+    (["perplexity"], "give a SEQUENCE"), (["perplexity", "MK", "--model", "nope"], "unknown model")])
+def test_cli_bad_input_one_line(argv, message, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tttlab: error:") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_empty_fasta(tmp_path, capsys):
+    (tmp_path / "e.fasta").write_text("not a fasta\n")
+    assert cli.main(["perplexity", "--fasta", str(tmp_path / "e.fasta")]) == 2
+    assert "no FASTA records" in capsys.readouterr().err
+
+
+def test_random_model_is_reproducible():
+    a, _ = build_esm2(2, 32, 4, seed=3)
+    b, _ = build_esm2(2, 32, 4, seed=3)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
