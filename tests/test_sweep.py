@@ -1,4 +1,4 @@
-"""Sweeps on a 2-worker Dask LocalCluster: results per task, errors recorded not fatal, resumption."""
+"""Sweeps on a 2-worker Dask LocalCluster: a result per task, errors recorded, resumption."""
 
 import gzip
 import json
@@ -47,11 +47,12 @@ def test_run_sweep_generic(tmp_path):
     assert not (out / "bad.json").exists()
     assert pd.read_csv(out / "summary.csv").shape[0] == 3
 
-    # rerun after fixing the bad input: only it runs, its error file goes away
+    # rerun after fixing the bad input: only it runs (here as a GPU-resource task on a
+    # one-worker cluster that offers GPU=1), its error file goes away
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("[ab].json")}
     (tmp_path / "bad.txt").write_text("5")
     table = sweep.run_sweep(tasks, square_task, out, kwargs={"power": 3}, settings={"p": 3},
-                            workers=2, progress=False)
+                            gpu=True, progress=False)
     assert table.attrs["submitted"] == 1
     assert (table["status"] == "ok").all() and not (out / "bad.error.json").exists()
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("[ab].json")} == mtimes

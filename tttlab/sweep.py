@@ -1,6 +1,7 @@
-"""Resumable sweeps over many proteins on a Dask ``distributed`` cluster: one task per DMS assay
-(fitness) or structure (contacts), one JSON file per finished task, errors recorded beside, a summary
-CSV at the end. Built on Dask futures (``Client.submit`` + ``as_completed``; Rocklin, SciPy 2015).
+"""Resumable sweeps over many proteins on a Dask ``distributed`` cluster: one task per DMS
+assay (fitness) or structure (contacts), one JSON file per finished task, errors recorded beside,
+a summary CSV at the end. Built on Dask futures (``Client.submit`` + ``as_completed``;
+Rocklin, SciPy 2015).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def _strip_suffix(name: str, suffixes) -> str | None:
 
 
 def find_assays(dms_dir) -> list[tuple[str, Path]]:
-    """``(assay id, csv path)`` for every ``*.csv`` / ``*.csv.gz`` with ``<id>.wt.fasta`` beside it.
+    """``(assay id, csv path)`` for each ``*.csv`` / ``*.csv.gz`` with ``<id>.wt.fasta`` beside it.
 
     CSV files without a wild-type FASTA (e.g. ProteinGym's reference table) are not assays and are
     left out; ``ValueError`` when the folder holds no assay at all.
@@ -149,7 +150,7 @@ def _run_task(func, path: str, kwargs: dict) -> dict:
         record.update(status="error", error_type=type(err).__name__,
                       error_message=lines[0] if lines else "",
                       traceback=traceback.format_exc(limit=-4))
-    record["seconds"] = round(time.perf_counter() - start, 3)
+    record["wall_seconds"] = round(time.perf_counter() - start, 3)
     record["worker_pid"] = os.getpid()
     return record
 
@@ -214,7 +215,7 @@ def run_sweep(tasks, func, out, kwargs: dict | None = None, settings: dict | Non
 
     Returns
     -------
-    The summary DataFrame (one row per task: status, seconds, scalar results, error), also written
+    The summary DataFrame (one row per task: status, wall_seconds, scalar results, error), written
     to ``out/summary.csv``; ``df.attrs["submitted"]`` counts the tasks run by this call.
     """
     from tqdm.auto import tqdm
@@ -272,8 +273,9 @@ def run_sweep(tasks, func, out, kwargs: dict | None = None, settings: dict | Non
 
 
 def summarize(out, ids=None) -> pd.DataFrame:
-    """One row per task of ``out`` (``ids``, default: every result or error file): task_id, status,
-    seconds, finished_at, every scalar in the task's result, error_type and error_message."""
+    """One row per task of ``out`` (``ids``, default: every result or error file): task_id,
+    status, wall_seconds, finished_at, every scalar of the task's result, error_type and
+    error_message."""
     out = Path(out)
     if ids is None:
         names = [p.name for p in out.glob("*.json") if not p.name.startswith(".")]
@@ -285,10 +287,10 @@ def summarize(out, ids=None) -> pd.DataFrame:
         if record is None:
             rows.append({"task_id": task_id, "status": "missing"})
             continue
-        row = {k: record.get(k) for k in ("task_id", "status", "seconds", "finished_at")}
+        row = {k: record.get(k) for k in ("task_id", "status", "wall_seconds", "finished_at")}
         row["task_id"] = task_id
         for key, value in (record.get("result") or {}).items():
-            if isinstance(value, (int, float, str, bool)) or value is None:
+            if key not in row and (isinstance(value, (int, float, str, bool)) or value is None):
                 row[key] = value
         row["error_type"] = record.get("error_type")
         row["error_message"] = record.get("error_message")
@@ -316,25 +318,38 @@ def contacts_task(pdb_path: str, model: str, device=None, cfg=None, chain=None) 
                               progress=False)
 
 
+def _select(tasks, only, limit):
+    """Keep the tasks named in ``only`` (ids; ``ValueError`` for unknown ones), then the first
+    ``limit``."""
+    if only:
+        known = dict(tasks)
+        missing = [t for t in only if t not in known]
+        if missing:
+            raise ValueError(f"not found among the inputs: {', '.join(missing)}")
+        tasks = [(t, known[t]) for t in dict.fromkeys(only)]
+    return tasks[:limit]
+
+
 def _settings(model, ttt_steps, seed, **extra) -> dict:
     return {"model": str(model), "ttt_steps": int(ttt_steps), "seed": int(seed), **extra}
 
 
 def sweep_fitness(dms_dir, out, model: str = "tttlab-mini", ttt_steps: int = 30,
                   max_variants: int | None = None, method: str = "masked_marginals",
-                  seed: int = 0, device=None, limit: int | None = None,
+                  seed: int = 0, device=None, only=None, limit: int | None = None,
                   scheduler: str | None = None, workers: int | None = None, gpu: bool = False,
                   retry_failed: bool = True, progress: bool = True,
                   plot: bool = True) -> pd.DataFrame:
     """Fitness before/after TTT for every assay of ``dms_dir`` (see ``find_assays``), one Dask
-    task per assay, resumable (see ``run_sweep``). ``limit`` keeps the first N assays by name.
+    task per assay, resumable (see ``run_sweep``). ``only`` (assay ids) and ``limit`` (first N by
+    name) select assays.
 
     Returns the summary DataFrame (also ``out/summary.csv``); with ``plot`` the Spearman change
     against pseudo-perplexity is saved as ``out/delta_spearman_vs_perplexity.png``.
     """
     from .config import preset
 
-    tasks = find_assays(dms_dir)[:limit]
+    tasks = _select(find_assays(dms_dir), only, limit)
     cfg = preset(str(model), steps=ttt_steps, seed=seed)
     settings = _settings(model, ttt_steps, seed, max_variants=max_variants, method=method)
     table = run_sweep(tasks, fitness_task, out,
@@ -348,14 +363,15 @@ def sweep_fitness(dms_dir, out, model: str = "tttlab-mini", ttt_steps: int = 30,
 
 
 def sweep_contacts(pdb_dir, out, model: str = "tttlab-mini", ttt_steps: int = 30,
-                   seed: int = 0, device=None, limit: int | None = None,
+                   seed: int = 0, device=None, only=None, limit: int | None = None,
                    scheduler: str | None = None, workers: int | None = None, gpu: bool = False,
                    retry_failed: bool = True, progress: bool = True) -> pd.DataFrame:
     """Contact precision before/after TTT for every structure of ``pdb_dir`` (see
-    ``find_structures``), one Dask task per file, resumable (see ``run_sweep``)."""
+    ``find_structures``), one Dask task per file, resumable (see ``run_sweep``); ``only`` (file
+    stems such as ``1AQT_A``) and ``limit`` select structures."""
     from .config import preset
 
-    tasks = find_structures(pdb_dir)[:limit]
+    tasks = _select(find_structures(pdb_dir), only, limit)
     cfg = preset(str(model), steps=ttt_steps, seed=seed)
     return run_sweep(tasks, contacts_task, out,
                      kwargs=dict(model=str(model), device=device, cfg=cfg),
@@ -385,6 +401,8 @@ def _add_sweep_args(p) -> None:
 
     p.add_argument("--out", required=True, help="output folder (one JSON per task, summary.csv)")
     add_model_args(p)
+    p.add_argument("--only", nargs="+", default=None, metavar="ID",
+                   help="run only these inputs (file names without suffix)")
     p.add_argument("--limit", type=int, default=None, help="only the first N inputs by name")
     p.add_argument("--scheduler", default=None,
                    help="address of a running Dask scheduler, e.g. tcp://host:8786 "
@@ -423,8 +441,9 @@ def _cli_fitness(args) -> int:
     _check(args)
     table = sweep_fitness(args.dms_dir, args.out, model=args.model, ttt_steps=args.ttt_steps,
                           max_variants=args.max_variants, method=args.method, seed=args.seed,
-                          device=args.device, limit=args.limit, scheduler=args.scheduler,
-                          workers=args.workers, gpu=args.gpu, retry_failed=args.retry_failed,
+                          device=args.device, only=args.only, limit=args.limit,
+                          scheduler=args.scheduler, workers=args.workers, gpu=args.gpu,
+                          retry_failed=args.retry_failed,
                           progress=args.progress and not args.json)
     return _report(table, args.out, args.json)
 
@@ -432,7 +451,7 @@ def _cli_fitness(args) -> int:
 def _cli_contacts(args) -> int:
     _check(args)
     table = sweep_contacts(args.pdb_dir, args.out, model=args.model, ttt_steps=args.ttt_steps,
-                           seed=args.seed, device=args.device, limit=args.limit,
+                           seed=args.seed, device=args.device, only=args.only, limit=args.limit,
                            scheduler=args.scheduler, workers=args.workers, gpu=args.gpu,
                            retry_failed=args.retry_failed,
                            progress=args.progress and not args.json)
