@@ -18,6 +18,7 @@ from tttlab.masking import STANDARD_AA  # noqa: E402
 GB1_FASTA = "dms/SPG1_STRSG_Olson_2014_singles.wt.fasta"
 GB1_DMS = "dms/SPG1_STRSG_Olson_2014_singles.csv.gz"
 GB1_PDB = "structures/dms_targets/1PGA.pdb"
+UBQ_PDB = "structures/dms_targets/1UBQ.pdb"
 SEQ = "MKTAYIAKQRQISFVKSHFSRQ"
 
 
@@ -56,11 +57,12 @@ def test_shared_gb1_inputs_check_out():
     assert yourprotein.validate_inputs(fasta=seq_path, dms_csv=dms, pdb=pdb) == ""
     inputs = yourprotein.load_inputs(fasta=seq_path, dms_csv=dms, pdb=pdb, name="GB1")
     assert inputs.name == "GB1" and len(inputs.sequence) == 55
-    assert inputs.n_variants == 1045 and inputs.chain == "A" and inputs.n_structure_residues == 56
+    assert inputs.n_variants == 1045 and inputs.structure.source == "1PGA.pdb:A"
     lines = inputs.summary().splitlines()
     assert len(lines) == 3 and "55 residues" in lines[0] and "1045 variants" in lines[1]
+    assert "1PGA.pdb chain A: 55 of 55 residues placed, 98 % identical" in lines[2]
     bare = yourprotein.load_inputs(sequence=inputs.sequence)
-    assert bare.dms_csv is None and bare.pdb is None and "none" in bare.summary()
+    assert bare.dms_csv is None and bare.structure is None and "none" in bare.summary()
 
 
 def test_dms_check_catches_wrong_sequence_and_columns(tmp_path):
@@ -75,13 +77,28 @@ def test_dms_check_catches_wrong_sequence_and_columns(tmp_path):
     assert yourprotein.load_inputs(sequence="AK", dms_csv=good).n_variants == 2
 
 
-def test_pdb_check_chain_and_garbage(tmp_path):
-    assert "no chain 'B'; chains with amino acids: A" in yourprotein.validate_inputs(
-        sequence="MKV", pdb=path(GB1_PDB), chain="B")
+def test_structure_target_chain_garbage_and_wrong_protein(tmp_path):
+    seq = yourprotein.read_protein(None, path(GB1_FASTA))[1]
+    assert "no protein chain 'B'" in yourprotein.validate_inputs(
+        sequence=seq, pdb=path(GB1_PDB), chain="B")
     junk = tmp_path / "junk.pdb"
     junk.write_text("this is not a PDB file\n")
-    message = yourprotein.validate_inputs(sequence="MKV", pdb=junk)
-    assert message.startswith(("cannot read PDB junk.pdb", "junk.pdb: no amino-acid residues"))
+    message = yourprotein.validate_inputs(sequence=seq, pdb=junk)
+    assert "junk.pdb" in message and "\n" not in message
+    wrong = yourprotein.validate_inputs(sequence=seq, pdb=path(UBQ_PDB))
+    assert "1UBQ.pdb chain A does not match the sequence" in wrong
+
+
+def test_structure_target_agrees_with_the_dms_structure_map():
+    """Aligning GB1's wild type to 1PGA gives the same geometry as the curated map."""
+    from tttlab.structure import dms_target
+
+    seq = yourprotein.read_protein(None, path(GB1_FASTA))[1]
+    mine = yourprotein.structure_target(seq, path(GB1_PDB))
+    curated = dms_target("SPG1_STRSG_Olson_2014_singles")
+    assert mine.sequence == curated.sequence and mine.source == curated.source
+    np.testing.assert_array_equal(mine.contacts(), curated.contacts())
+    assert mine.identity == pytest.approx(54 / 55)
 
 
 # ------------------------------------------------------------------ scoring: the scan

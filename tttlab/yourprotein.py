@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .scoring import check_sequence, parse_mutant
 
 
@@ -20,18 +22,20 @@ class ProteinInputs:
     sequence: str
     dms_csv: Path | None = None
     n_variants: int = 0
-    pdb: Path | None = None
-    chain: str | None = None
-    n_structure_residues: int = 0
+    structure: object = None  #: a ``structure.Target`` aligned to ``sequence``, or None
 
     def summary(self) -> str:
         """A few lines saying what will be analysed (no model involved)."""
         lines = [f"protein   {self.name}: {len(self.sequence)} residues"]
         lines.append(f"DMS       {self.dms_csv.name}: {self.n_variants} variants"
                      if self.dms_csv else "DMS       none (no fitness evaluation)")
-        lines.append(f"structure {self.pdb.name} chain {self.chain}: "
-                     f"{self.n_structure_residues} residues" if self.pdb
-                     else "structure none (no contact evaluation)")
+        if self.structure is not None:
+            placed = int((~np.isnan(self.structure.coords[:, 0])).sum())
+            lines.append(f"structure {self.structure.source.replace(':', ' chain ')}: {placed} of "
+                         f"{len(self.sequence)} residues placed, "
+                         f"{100 * self.structure.identity:.0f} % identical")
+        else:
+            lines.append("structure none (no contact evaluation)")
         return "\n".join(lines)
 
 
@@ -118,26 +122,38 @@ def check_dms(dms_csv, sequence: str) -> tuple[Path, int]:
     return path, len(table)
 
 
-def check_pdb(pdb, chain: str | None = None) -> tuple[Path, str, int]:
-    """(path, chain, number of amino-acid residues) of a readable PDB file; ``chain=None`` takes
-    the first chain with amino acids. ``ValueError`` for an unreadable file or a missing chain."""
-    import biotite.structure as struc
-    from biotite.structure.io.pdb import PDBFile
+def structure_target(sequence: str, pdb, chain: str | None = None, name: str = "my_protein"):
+    """Your sequence placed on a structure: a ``structure.Target`` whose coordinates come from the
+    chain's residues aligned to ``sequence`` (global alignment, BLOSUM62, gaps -10/-1), so contacts
+    are scored in your numbering. ``chain=None`` takes the first protein chain.
 
+    Raises a one-line ``ValueError`` for an unreadable file, a missing chain, or a chain that does
+    not look like the protein (fewer than 10 aligned residues or under 30 % of them identical).
+    """
+    import biotite.sequence as bseq
+    import biotite.sequence.align as align
+
+    from .structure import Target, chain_residues, read_chain
+
+    seq = check_sequence(sequence)
     path = _existing(pdb, "PDB file")
-    try:
-        atoms = PDBFile.read(str(path)).get_structure(model=1)
-    except Exception as err:  # biotite raises several types for malformed files
-        raise ValueError(f"cannot read PDB {path.name}: {str(err).splitlines()[0]}") from None
-    atoms = atoms[struc.filter_amino_acids(atoms)]
-    chains = list(dict.fromkeys(atoms.chain_id.tolist()))
-    if not chains:
-        raise ValueError(f"{path.name}: no amino-acid residues")
-    chain = chains[0] if _blank(chain) else str(chain).strip()
-    if chain not in chains:
-        raise ValueError(f"{path.name}: no chain {chain!r}; chains with amino acids: "
-                         + ", ".join(chains))
-    return path, chain, struc.get_residue_count(atoms[atoms.chain_id == chain])
+    atoms, chain = read_chain(path, None if _blank(chain) else str(chain).strip())
+    residues = chain_residues(atoms)
+    chain_seq = "".join(r["letter"] for r in residues)
+    best = align.align_optimal(bseq.ProteinSequence(seq), bseq.ProteinSequence(chain_seq),
+                               align.SubstitutionMatrix.std_protein_matrix(),
+                               gap_penalty=(-10, -1), terminal_penalty=False)[0]
+    pairs = [(int(a), int(b)) for a, b in best.trace if a >= 0 and b >= 0]
+    same = sum(seq[i] == residues[k]["letter"] for i, k in pairs)
+    if len(pairs) < 10 or same < 0.3 * len(pairs):
+        raise ValueError(f"{path.name} chain {chain} does not match the sequence ({same} identical "
+                         f"of {len(pairs)} aligned residues)")
+    coords = np.full((len(seq), 3), np.nan)
+    labels = [""] * len(seq)
+    for i, k in pairs:
+        coords[i], labels[i] = residues[k]["point"], residues[k]["label"]
+    return Target(id=name, sequence=seq, coords=coords, residues=labels,
+                  source=f"{path.name}:{chain}", identity=same / len(pairs), atoms=atoms)
 
 
 def load_inputs(sequence: str | None = None, fasta=None, dms_csv=None, pdb=None,
@@ -149,7 +165,8 @@ def load_inputs(sequence: str | None = None, fasta=None, dms_csv=None, pdb=None,
     sequence : pasted one-letter sequence or FASTA text (wins over ``fasta``); blank = not given.
     fasta : path of a one-record FASTA file (plain or .gz).
     dms_csv : optional ProteinGym-format assay of this sequence (1-based ``mutant`` strings).
-    pdb, chain : optional structure file and chain (``None``: first chain with amino acids).
+    pdb, chain : optional structure file and chain (``None``: first protein chain); the chain is
+        aligned to the sequence (``structure_target``).
     name : label for tables and figures (default: the FASTA header's first word).
 
     Raises
@@ -158,9 +175,9 @@ def load_inputs(sequence: str | None = None, fasta=None, dms_csv=None, pdb=None,
     """
     label, seq = read_protein(sequence, fasta)
     dms_path, n_variants = check_dms(dms_csv, seq) if not _blank(dms_csv) else (None, 0)
-    pdb_path, chain_id, n_res = check_pdb(pdb, chain) if not _blank(pdb) else (None, None, 0)
+    target = structure_target(seq, pdb, chain, name or label) if not _blank(pdb) else None
     return ProteinInputs(name=name or label, sequence=seq, dms_csv=dms_path, n_variants=n_variants,
-                         pdb=pdb_path, chain=chain_id, n_structure_residues=n_res)
+                         structure=target)
 
 
 def validate_inputs(**kwargs) -> str:
