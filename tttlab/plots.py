@@ -44,6 +44,96 @@ def save_figure(fig_or_ax, name: str, folder="figures") -> str:
 # ---------------------------------------------------------------------------- fitness
 
 # -------------------------------------------------------------------------- structure
+def contact_map(true, pred, top: int | None = None, min_sep: int = 6, ax=None,
+                title: str | None = None):
+    """True contacts (grey, both triangles) with the ``top`` (default L) predicted pairs with
+    ``j - i >= min_sep`` drawn in the upper triangle: blue when in contact, red when not."""
+    import numpy as np
+
+    ax = _axes(ax, figsize=(4.5, 4.5))
+    length = len(true)
+    ii, jj = np.where(np.nan_to_num(true) > 0)
+    far = np.abs(ii - jj) >= min_sep
+    ax.scatter(jj[far], ii[far], s=6, marker="s", color="0.8", linewidths=0, label="true contact")
+    i, j = np.triu_indices(length, k=min_sep)
+    order = np.argsort(-pred[i, j], kind="stable")[: top or length]
+    i, j = i[order], j[order]
+    hit = np.nan_to_num(true[i, j]) > 0
+    ax.scatter(j[hit], i[hit], s=12, color="tab:blue", label="predicted, correct")
+    ax.scatter(j[~hit], i[~hit], s=12, color="tab:red", label="predicted, wrong")
+    ax.set(xlim=(-0.5, length - 0.5), ylim=(length - 0.5, -0.5), xlabel="residue j",
+           ylabel="residue i", aspect="equal", title=title or f"top {len(i)} predictions")
+    ax.legend(loc="lower left", fontsize="x-small", frameon=True)
+    return ax
+
+
+def contact_map_pair(true, before, after, top: int | None = None,
+                     titles=("before TTT", "after TTT"), axes=None):
+    """Two ``contact_map`` panels side by side (before / after TTT); returns the two Axes."""
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(9, 4.5))
+    for ax, pred, title in zip(axes, (before, after), titles):
+        contact_map(true, pred, top=top, ax=ax, title=title)
+    return axes
+
+
+def before_after(table, metric: str = "precision_at_L_long", hue: str | None = None, ax=None):
+    """Per-protein ``<metric>_before`` (x) against ``<metric>_after`` (y) with the diagonal:
+    points above it improved with TTT. The title gives both means."""
+    ax = _axes(ax)
+    x, y = table[f"{metric}_before"], table[f"{metric}_after"]
+    sns.scatterplot(data=table, x=f"{metric}_before", y=f"{metric}_after", hue=hue, s=50, ax=ax)
+    low, high = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+    pad = 0.05 * (high - low or 1)
+    ax.plot([low - pad, high + pad], [low - pad, high + pad], color="0.5", lw=1, ls="--")
+    label = metric.replace("_", " ")
+    ax.set(xlabel=f"{label} before TTT", ylabel=f"{label} after TTT",
+           title=f"mean {x.mean():.3f} -> {y.mean():.3f} (n={len(table)})")
+    return ax
+
+
+def contacts_3d(coords, pairs, ax=None, title: str | None = None):
+    """Static 3D view (matplotlib): the chain trace through ``coords`` (L x 3, NaN gaps) and one
+    line per row of ``pairs`` (``i``, ``j``, ``contact``): blue correct, red wrong, grey unknown.
+    """
+    import numpy as np
+
+    if ax is None:
+        ax = plt.figure(figsize=(5, 5)).add_subplot(projection="3d")
+    ax.plot(*coords.T, color="0.6", lw=1.5)
+    for row in pairs.itertuples():
+        colour = "0.7" if np.isnan(row.contact) else ("tab:blue" if row.contact else "tab:red")
+        ax.plot(*coords[[row.i, row.j]].T, color=colour, lw=1.2)
+    ax.set_axis_off()
+    ax.set_title(title or f"top {len(pairs)} predicted contacts (blue correct, red wrong)")
+    return ax
+
+
+def contacts_view(pdb_text: str, coords, pairs, width: int = 480, height: int = 400):
+    """Interactive py3Dmol view: grey cartoon of ``pdb_text`` with a cylinder per row of ``pairs``
+    between the residues' C-beta points (blue correct, red wrong, grey unknown). py3Dmol loads
+    its JavaScript from a CDN (blank offline); without py3Dmol this falls back to
+    ``contacts_3d``."""
+    import numpy as np
+
+    try:
+        import py3Dmol
+    except ImportError:
+        return contacts_3d(coords, pairs)
+    view = py3Dmol.view(width=width, height=height)
+    view.addModel(pdb_text, "pdb")
+    view.setStyle({"cartoon": {"color": "lightgrey"}})
+    for row in pairs.itertuples():
+        a, b = coords[row.i], coords[row.j]
+        if np.isnan(a).any() or np.isnan(b).any():
+            continue
+        colour = "grey" if np.isnan(row.contact) else ("blue" if row.contact else "red")
+        view.addCylinder({"start": dict(zip("xyz", map(float, a))),
+                          "end": dict(zip("xyz", map(float, b))),
+                          "radius": 0.2, "color": colour, "fromCap": 1, "toCap": 1})
+    view.zoomTo()
+    return view
+
 
 # --------------------------------------------------------------------------- function
 def confusion_heatmap(confusion, ax=None, title: str | None = None):

@@ -1,0 +1,282 @@
+"""Structure case study: contact maps from ESM-2 attention (or a later backend such as ESMFold)
+scored against experimental structures by top-L precision before and after test-time training, a
+per-residue secondary-structure probe (Q3) held fixed, and the ``tttlab contacts`` command.
+Metrics as in Rao et al. 2021 (long range |i - j| >= 24, medium 12-23); TTT: arXiv 2411.02109.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from . import data
+from .contact_head import fit_head_command, tokens_for
+from .scoring import scoring_mode
+from .targets import PFAM40_TEST, load_target, pair_indices, pfam40_path
+
+RANGES = {"long": (24, None), "medium": (12, 23)}  #: sequence separation |i - j|
+TOPS = {"L": 1, "L2": 2, "L5": 5}  #: top L, L/2, L/5 predictions
+SS_FILES = ("sequences/flip_secondary_structure/sequences.fasta.gz",
+            "sequences/flip_secondary_structure/sampled.fasta.gz")
+
+
+# ------------------------------------------------------------------------ predicted contacts
+def _esm2_contacts(model, seq: str) -> np.ndarray:
+    tokens = tokens_for(model, seq)
+    with scoring_mode(model):
+        return model(tokens, return_contacts=True)["contacts"][0].float().cpu().numpy()
+
+
+#: contact predictors by name: ``f(model, sequence) -> L x L probabilities``. An ESMFold backend
+#: (contacts from the distogram, TTT on its ESM-2 trunk) would be registered here.
+BACKENDS = {"esm2": _esm2_contacts}
+
+
+def predict_contacts(model, seq: str, backend: str = "esm2") -> np.ndarray:
+    """L x L contact probabilities for ``seq`` (symmetric; ``backend`` picks the predictor)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
+    return BACKENDS[backend](model, seq)
+
+
+# ---------------------------------------------------------------------------------- metrics
+def precision_at(pred: np.ndarray, true: np.ndarray, top: int, min_sep: int = 24,
+                 max_sep: int | None = None) -> float:
+    """Fraction of true contacts among the ``top`` highest-scored pairs with
+    ``min_sep <= j - i <= max_sep`` (pairs with unknown truth are left out; NaN if none remain)."""
+    i, j = pair_indices(true, min_sep, max_sep)
+    if top < 1 or len(i) == 0:
+        return float("nan")
+    order = np.argsort(-pred[i, j], kind="stable")[:top]
+    return float(true[i[order], j[order]].mean())
+
+
+def contact_precisions(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """``precision_at_{L,L2,L5}_{long,medium}`` with L the sequence length."""
+    length = pred.shape[0]
+    return {f"precision_at_{top}_{rng}": precision_at(pred, true, max(1, length // div), lo, hi)
+            for rng, (lo, hi) in RANGES.items() for top, div in TOPS.items()}
+
+
+def top_contacts(pred: np.ndarray, true: np.ndarray | None = None, top: int | None = None,
+                 min_sep: int = 6):
+    """The ``top`` (default L) highest-scored pairs with ``j - i >= min_sep`` as a DataFrame:
+    ``i``, ``j`` (0-based), ``probability``, ``contact`` (1/0, NaN if unknown or no ``true``)."""
+    import pandas as pd
+
+    i, j = np.triu_indices(pred.shape[0], k=min_sep)
+    order = np.argsort(-pred[i, j], kind="stable")[: top or pred.shape[0]]
+    i, j = i[order], j[order]
+    truth = true[i, j] if true is not None else np.full(len(i), np.nan)
+    return pd.DataFrame({"i": i, "j": j, "probability": pred[i, j], "contact": truth})
+
+
+# ---------------------------------------------------------------------------- before / after
+def contacts_before_after(model, target, cfg=None, progress: bool = True, backend: str = "esm2"):
+    """(predicted map before TTT, after TTT, ``TTTResult`` or None); the model is restored."""
+    from .ttt import customized
+
+    target = load_target(target)
+    before = predict_contacts(model, target.sequence, backend)
+    if cfg is not None and cfg.steps == 0:
+        return before, before, None
+    with customized(model, target.sequence, cfg, progress=progress) as result:
+        after = predict_contacts(model, target.sequence, backend)
+    return before, after, result
+
+
+def evaluate_structure(model, pdb_path, chain: str | None = None, cfg=None, progress: bool = True,
+                       backend: str = "esm2") -> dict:
+    """Contact precision of one structure before and after test-time training.
+
+    Parameters
+    ----------
+    model : a fair-esm ESM-2 with a fitted contact head (``tttlab.load_model``).
+    pdb_path : a PDB file, a DMS id from ``dms_structure_map.csv``, or a ``Target``.
+    chain : chain id (default: the first protein chain).
+    cfg : ``TTTConfig`` (default: ``preset()``); ``steps=0`` skips TTT.
+
+    Returns
+    -------
+    dict with ``id``, ``length``, ``source``, ``identity``, ``n_long_contacts``,
+    ``precision_at_{L,L2,L5}_{long,medium}_{before,after}`` and ``seconds``.
+    """
+    start = time.perf_counter()
+    target = load_target(pdb_path, chain)
+    true = target.contacts()
+    before, after, _ = contacts_before_after(model, target, cfg, progress, backend)
+    row = {"id": target.id, "length": target.length, "source": target.source,
+           "identity": round(target.identity, 3),
+           "n_long_contacts": int(np.nansum(true[pair_indices(true, RANGES["long"][0])]))}
+    for key, value in contact_precisions(before, true).items():
+        row[key + "_before"] = value
+    for key, value in contact_precisions(after, true).items():
+        row[key + "_after"] = value
+    row["seconds"] = round(time.perf_counter() - start, 2)
+    return row
+
+
+def evaluate_structures(model, targets, cfg=None, progress: bool = True):
+    """``evaluate_structure`` over many targets: a DataFrame, one row per protein."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    rows = [evaluate_structure(model, t, cfg=cfg, progress=False)
+            for t in tqdm(list(targets), disable=not progress, desc="structures")]
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- secondary-structure probe
+def secondary_structure_chains(split: str = "train", n: int | None = None,
+                               max_length: int | None = None) -> list[tuple[str, str, str]]:
+    """(id, sequence, H/E/C labels) of FLIP's secondary-structure set, in file order: chains of
+    ``SET=split`` (for ``train`` only ``VALIDATION=False``), standard letters only, at most
+    ``max_length`` residues; the first ``n`` of them."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    seqs = {h.split()[0]: s for h, s in data.read_fasta(data.path(SS_FILES[0]))}
+    out = []
+    for header, labels in data.read_fasta(data.path(SS_FILES[1])):
+        name, *tags = header.split()
+        if f"SET={split}" not in tags or (split == "train" and "VALIDATION=True" in tags):
+            continue
+        seq = seqs.get(name, "")
+        if len(seq) != len(labels) or set(seq) - set("ACDEFGHIKLMNPQRSTVWY"):
+            continue
+        if max_length is None or len(seq) <= max_length:
+            out.append((name, seq, labels))
+        if n is not None and len(out) >= n:
+            break
+    return out
+
+
+def fit_ss_probe(model, chains, layer: int = -1, C: float = 1.0):
+    """A per-residue 3-state classifier (standardise + multinomial logistic regression) on the
+    model's per-residue representations (``layer``, -1 = last) of ``chains`` (id, seq, labels)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from .scoring import representations
+
+    reps = representations(model, [s for _, s, _ in chains], layer=layer, pool=None)
+    X = np.concatenate(reps)
+    y = np.array(list("".join(lab for _, _, lab in chains)))
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
+    return probe.fit(X, y)
+
+
+def q3(probe, model, seq: str, labels: str, layer: int = -1) -> float:
+    """3-state accuracy of ``probe`` on ``model``'s ``layer`` representation of ``seq``."""
+    from .scoring import representations
+
+    rep = representations(model, seq, layer=layer, pool=None)[0]
+    return float((probe.predict(rep) == np.array(list(labels))).mean())
+
+
+def evaluate_ss_probe(model, probe, chains, cfg=None, progress: bool = True):
+    """Q3 per test chain before and after per-protein TTT (the probe stays fixed): a DataFrame
+    with ``id``, ``length``, ``q3_before``, ``q3_after``, ``seconds``."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from .ttt import customized
+
+    rows = []
+    for name, seq, labels in tqdm(list(chains), disable=not progress, desc="Q3"):
+        start = time.perf_counter()
+        before = q3(probe, model, seq, labels)
+        after = before
+        if cfg is None or cfg.steps:
+            with customized(model, seq, cfg, progress=False):
+                after = q3(probe, model, seq, labels)
+        rows.append({"id": name, "length": len(seq), "q3_before": before, "q3_after": after,
+                     "seconds": round(time.perf_counter() - start, 2)})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------- CLI
+def _contacts_cli(args) -> int:
+    from .cli import config_from_args
+    from .models import load_model
+
+    targets = [load_target(p, args.chain) for p in args.pdb]  # fail fast, before loading a model
+    cfg = config_from_args(args)
+    model, _ = load_model(args.model, device=args.device)
+    for target in targets:
+        row = evaluate_structure(model, target, cfg=cfg, progress=not args.json)
+        if args.json:
+            print(json.dumps({k: (None if v != v else round(v, 4)) if isinstance(v, float) else v
+                              for k, v in row.items()}), flush=True)
+        else:
+            print(f"{row['id']}\tL={row['length']}\tlong-range P@L "
+                  f"{row['precision_at_L_long_before']:.3f} -> "
+                  f"{row['precision_at_L_long_after']:.3f}\t({row['seconds']:.1f} s)", flush=True)
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    """``tttlab contacts --pdb FILE [--chain A] [--model M] [--ttt-steps N] [--json]``."""
+    from .cli import add_model_args
+
+    p = subparsers.add_parser("contacts", help="contact precision before and after TTT",
+                              description="Top-L contact precision of one or more PDB chains "
+                              "(or DMS ids from dms_structure_map.csv) before and after TTT.")
+    p.add_argument("--pdb", nargs="+", required=True, metavar="FILE",
+                   help="PDB file(s), or DMS ids such as SPG1_STRSG_Olson_2014_singles")
+    p.add_argument("--chain", default=None, help="chain id (default: first protein chain)")
+    add_model_args(p)
+    p.set_defaults(func=_contacts_cli)
+
+
+def _mean_table(df, columns):
+    return df[columns].mean(numeric_only=True).round(4).to_dict()
+
+
+def main(argv=None) -> int:
+    """``python -m tttlab.structure fit-head | benchmark | probe`` (see ``--help``)."""
+    parser = argparse.ArgumentParser(prog="python -m tttlab.structure")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("fit-head", help="fit the contact regression on the pfam40 TRAIN split")
+    p.add_argument("--model", default="tttlab-mini")
+    p.add_argument("--out", default=None, help="default: <model stem>-contact-regression.pt")
+    p.add_argument("--C", type=float, default=0.1, help="inverse L1 strength (default 0.1)")
+    b = sub.add_parser("benchmark", help="contact precision on the pfam40 TEST split (+ DMS)")
+    b.add_argument("--dms", nargs="*", default=[], help="DMS ids to add")
+    q = sub.add_parser("probe", help="secondary-structure probe: Q3 before/after TTT")
+    q.add_argument("--n-train", type=int, default=300)
+    q.add_argument("--n-test", type=int, default=20)
+    q.add_argument("--max-length", type=int, default=150, help="longest test chain")
+    for x in (b, q):
+        x.add_argument("--model", default="tttlab-mini")
+        x.add_argument("--ttt-steps", type=int, default=30)
+        x.add_argument("--csv", default=None, help="write the per-protein table here")
+    args = parser.parse_args(argv)
+    from .config import preset
+    from .models import load_model
+
+    if args.command == "fit-head":
+        print(json.dumps(fit_head_command(args.model, args.out, args.C)))
+        return 0
+    model, _ = load_model(args.model)
+    cfg = preset(args.model, steps=args.ttt_steps)
+    if args.command == "benchmark":
+        df = evaluate_structures(model, [pfam40_path(n) for n in PFAM40_TEST] + args.dms, cfg)
+        cols = [c for c in df.columns if c.startswith("precision_at")]
+    else:
+        probe = fit_ss_probe(model, secondary_structure_chains("train", args.n_train, 400))
+        tests = secondary_structure_chains("test", args.n_test, args.max_length)
+        df = evaluate_ss_probe(model, probe, tests, cfg)
+        cols = ["q3_before", "q3_after"]
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+    print(df.round(3).to_string(index=False))
+    print(json.dumps({"mean": _mean_table(df, cols), "n": len(df), "ttt_steps": cfg.steps}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
