@@ -78,6 +78,8 @@ def test_subsample_is_seeded_and_filters_length():
     assert list(a["id"]) == list(function.subsample(table, 2, seed=1, max_length=40)["id"])
     assert len(a) == 2 and (a["length"] <= 40).all()
     assert len(function.subsample(table)) == 6
+    cropped = function.subsample(table.assign(sequence="MKVLA"), crop=3)
+    assert (cropped["sequence"] == "MKV").all() and (cropped["length"] == 3).all()
 
 
 # -------------------------------------------------------------------------------- cache
@@ -199,7 +201,8 @@ def test_bootstrap_behaviour():
     assert (perfect[["delta", "delta_low", "delta_high"]] == 0).all().all()
     big = function.bootstrap_metrics(y, noisy, y, n_boot=300, seed=3)
     assert big.equals(function.bootstrap_metrics(y, noisy, y, n_boot=300, seed=3))
-    assert (big["before_low"] <= big["before"]).all() and (big["before"] <= big["before_high"]).all()
+    assert (big["before_low"] <= big["before"]).all()
+    assert (big["before"] <= big["before_high"]).all()
     small = function.bootstrap_metrics(y[:40], noisy[:40], y[:40], n_boot=300, seed=3)
     width = lambda m: m.loc["accuracy", "before_high"] - m.loc["accuracy", "before_low"]  # noqa
     assert width(small) > 2 * width(big)
@@ -222,6 +225,8 @@ def test_protocol_and_pca_on_tiny(tiny, tmp_path):
     assert result.confusion("after").to_numpy().sum() == 3
     summary = result.summary()
     assert summary["n_train"] == 12 and summary["n_test"] == 3
+    both = function.summary_table({"a": result, "b": result})
+    assert both.shape == (4, 13) and list(both["metric"]) == ["accuracy", "macro_f1"] * 2
     pts = function.pca_shift(result, n=2)
     assert (pts["set"] == "test").sum() == 2 and pts["pc1_after"].notna().sum() == 2
 

@@ -89,14 +89,19 @@ def split(table: pd.DataFrame, test_fraction: float = 0.2, seed: int = 0):
 
 
 def subsample(table: pd.DataFrame, n: int | None = None, seed: int = 0,
-              max_length: int | None = None) -> pd.DataFrame:
+              max_length: int | None = None, crop: int | None = None) -> pd.DataFrame:
     """``n`` rows drawn with ``seed`` (all when ``n`` is None), after keeping rows with
-    ``length <= max_length`` when given; original order kept."""
+    ``length <= max_length`` when given; original order kept. ``crop`` cuts every sequence to its
+    first ``crop`` residues (``length`` updated), for both the embeddings and TTT."""
     if max_length is not None:
         table = table[table["length"] <= max_length]
     if n is not None and n < len(table):
         table = table.sample(n=n, random_state=seed).sort_index()
-    return table.reset_index(drop=True)
+    table = table.reset_index(drop=True)
+    if crop is not None:
+        table = table.assign(sequence=table["sequence"].str[:crop])
+        table = table.assign(length=table["sequence"].str.len())
+    return table
 
 
 # ------------------------------------------------------------------------ head & metrics
@@ -227,6 +232,19 @@ def run_protocol(model, train: pd.DataFrame, test: pd.DataFrame, cfg=None, layer
                                 n_boot=n_boot, seed=seed)
     return FunctionResult(table, metrics, head, X_train, train["label"].to_numpy(), before, after,
                           time.perf_counter() - start)
+
+
+def summary_table(results: dict) -> pd.DataFrame:
+    """One row per task and metric: before / after TTT with 95 % intervals and the paired change,
+    from ``{"task name": FunctionResult}``."""
+    frames = []
+    for task, result in results.items():
+        m = result.metrics.rename_axis("metric").reset_index()
+        frames.append(m.assign(task=task, n_train=len(result.train_labels),
+                               n_test=len(result.table)))
+    out = pd.concat(frames, ignore_index=True)
+    return out[["task", "metric", "n_train", "n_test"] + list(results[next(iter(results))]
+                                                           .metrics.columns)]
 
 
 def pca_shift(result: FunctionResult, n: int = 6) -> pd.DataFrame:
