@@ -91,7 +91,7 @@ def test_structure_target_chain_garbage_and_wrong_protein(tmp_path):
 
 def test_structure_target_agrees_with_the_dms_structure_map():
     """Aligning GB1's wild type to 1PGA gives the same geometry as the curated map."""
-    from tttlab.structure import dms_target
+    from tttlab.targets import dms_target
 
     seq = yourprotein.read_protein(None, path(GB1_FASTA))[1]
     mine = yourprotein.structure_target(seq, path(GB1_PDB))
@@ -120,6 +120,11 @@ def test_substitution_scores_and_scan_table():
     assert row["score"] == pytest.approx(scores[1, j])
     with pytest.raises(ValueError, match="does not match"):
         scoring.substitution_scores(marg[:3], seq)
+    other = np.log(rng.dirichlet(np.ones(20), size=len(seq)))
+    both = scoring.mutational_scan_table(marg, seq, before=other)
+    np.testing.assert_allclose(both["score_before"],
+                               scoring.mutational_scan_table(other, seq)["score"])
+    np.testing.assert_allclose(both["change"], both["score"] - both["score_before"])
 
 
 def test_scan_table_agrees_with_score_mutants(tiny):

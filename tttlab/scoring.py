@@ -300,10 +300,11 @@ def substitution_scores(marginals: np.ndarray, seq: str) -> np.ndarray:
     return marginals - wild_type_log_probs(marginals, seq)[:, None]
 
 
-def mutational_scan_table(marginals: np.ndarray, seq: str):
+def mutational_scan_table(marginals: np.ndarray, seq: str, before: np.ndarray | None = None):
     """Every single substitution (19 per standard residue, X skipped) as a DataFrame with columns
     ``mutant`` (ProteinGym style, 1-based), ``position``, ``wt``, ``mt``, ``score``
-    (log p(mt) - log p(wt); negative = predicted deleterious), in sequence order."""
+    (log p(mt) - log p(wt); negative = predicted deleterious), in sequence order. With ``before``
+    (marginals of the model before TTT) also ``score_before`` and ``change`` (score - score_before)."""
     import pandas as pd
 
     seq = check_sequence(seq)
@@ -311,4 +312,10 @@ def mutational_scan_table(marginals: np.ndarray, seq: str):
     rows = [(f"{wt}{i + 1}{mt}", i + 1, wt, mt, scores[i, j])
             for i, wt in enumerate(seq) if wt != "X"
             for j, mt in enumerate(STANDARD_AA) if mt != wt]
-    return pd.DataFrame(rows, columns=["mutant", "position", "wt", "mt", "score"])
+    table = pd.DataFrame(rows, columns=["mutant", "position", "wt", "mt", "score"])
+    if before is not None:
+        old = substitution_scores(before, seq)
+        cols = [STANDARD_AA.index(mt) for mt in table["mt"]]
+        table["score_before"] = old[table["position"].to_numpy() - 1, cols]
+        table["change"] = table["score"] - table["score_before"]
+    return table

@@ -22,7 +22,7 @@ class ProteinInputs:
     sequence: str
     dms_csv: Path | None = None
     n_variants: int = 0
-    structure: object = None  #: a ``structure.Target`` aligned to ``sequence``, or None
+    structure: object = None  #: a ``targets.Target`` aligned to ``sequence``, or None
 
     def summary(self) -> str:
         """A few lines saying what will be analysed (no model involved)."""
@@ -123,7 +123,7 @@ def check_dms(dms_csv, sequence: str) -> tuple[Path, int]:
 
 
 def structure_target(sequence: str, pdb, chain: str | None = None, name: str = "my_protein"):
-    """Your sequence placed on a structure: a ``structure.Target`` whose coordinates come from the
+    """Your sequence placed on a structure: a ``targets.Target`` whose coordinates come from the
     chain's residues aligned to ``sequence`` (global alignment, BLOSUM62, gaps -10/-1), so contacts
     are scored in your numbering. ``chain=None`` takes the first protein chain.
 
@@ -133,7 +133,7 @@ def structure_target(sequence: str, pdb, chain: str | None = None, name: str = "
     import biotite.sequence as bseq
     import biotite.sequence.align as align
 
-    from .structure import Target, chain_residues, read_chain
+    from .targets import Target, chain_residues, read_chain
 
     seq = check_sequence(sequence)
     path = _existing(pdb, "PDB file")
