@@ -1,5 +1,5 @@
-"""Data registry: every file verifies, tampered and missing files give one-line errors, the CLI works
-offline, and the automated ``prepare`` recipes rebuild registered files byte for byte."""
+"""Data registry: every file verifies, tampered and missing files give one-line errors, the CLI
+works offline, and the automated ``prepare`` recipes rebuild registered files byte for byte."""
 
 import argparse
 import gzip
@@ -47,7 +47,8 @@ def isolated(tmp_path, monkeypatch):
 
 
 def test_registry_matches_sha256sums_and_every_file_verifies():
-    sums = dict(reversed(line.split()) for line in (SHARED / "SHA256SUMS").read_text().splitlines())
+    lines = (SHARED / "SHA256SUMS").read_text().splitlines()
+    sums = dict(reversed(line.split()) for line in lines)
     reg = data.registry()
     assert set(reg) == set(sums) and len(reg) == 84
     for name, item in reg.items():
@@ -70,12 +71,14 @@ def test_sources_are_pinned_and_recipes_known():
 
 
 def test_names_short_forms_and_listings():
-    assert data.path("dms/BLAT_ECOLX_Stiffler_2015") == SHARED / "dms/BLAT_ECOLX_Stiffler_2015.csv.gz"
+    blat = "dms/BLAT_ECOLX_Stiffler_2015"
+    assert data.path(blat) == SHARED / f"{blat}.csv.gz"
     assert data.path(SMALL) == SHARED / SMALL
     assays = data.dms_assays()
     assert len(assays) == 12 and "SPG1_STRSG_Olson_2014_singles" in assays
     csv_path, fasta = data.dms_files("dms/SUMO1_HUMAN_Weile_2017")
-    assert csv_path.name == "SUMO1_HUMAN_Weile_2017.csv.gz" and len(data.read_fasta(fasta)[0][1]) == 101
+    assert csv_path.name == "SUMO1_HUMAN_Weile_2017.csv.gz"
+    assert len(data.read_fasta(fasta)[0][1]) == 101
     assert len(data.structure_files("pfam40")) == 40
     assert [p.name for p in data.structure_files("dms_targets")][:2] == ["1A5R_A.pdb", "1AH9.pdb"]
     with pytest.raises(ValueError, match="did you mean dms/BLAT_ECOLX_Stiffler_2015"):
@@ -84,6 +87,18 @@ def test_names_short_forms_and_listings():
         data.dms_files("GFP")
     with pytest.raises(ValueError, match="unknown structure subset"):
         data.structure_files("cath")
+
+
+def test_hashes_are_cached_per_process(monkeypatch):
+    assert data.locate(SMALL) == SHARED / SMALL  # the shared copy is settled: hashed once
+
+    def rehash(file):
+        raise AssertionError("hashed again")
+
+    monkeypatch.setattr(data, "sha256sum", rehash)
+    assert data.path(SMALL) == SHARED / SMALL
+    with pytest.raises(AssertionError, match="hashed again"):
+        data.locate(SMALL, recheck=True)
 
 
 def test_tampered_copy_is_a_one_line_error_and_never_replaced(isolated):
@@ -175,7 +190,8 @@ def test_prepare_tps_table_is_byte_identical(isolated):
 
 
 def test_prepare_mavenn_transform_and_refusal(isolated, monkeypatch, capsys):
-    rows = "set,dist,y,dy,x\ntraining,0,0.0,0.1,ACD\ntest,1,-1.5,0.2,GCD\ntraining,1,0.25,0.3,AED\n"
+    rows = ("set,dist,y,dy,x\ntraining,0,0.0,0.1,ACD\ntest,1,-1.5,0.2,GCD\n"
+            "training,1,0.25,0.3,AED\n")
     fake = isolated.parent / "mavenn.whl"
     with zipfile.ZipFile(fake, "w") as whl:
         whl.writestr("mavenn/examples/datasets/amyloid_data.csv.gz", gzip.compress(rows.encode()))
@@ -197,7 +213,8 @@ def test_prepare_mavenn_transform_and_refusal(isolated, monkeypatch, capsys):
 
 @pytest.mark.skipif(not os.environ.get("TTTLAB_WHEELS"), reason="set TTTLAB_WHEELS to a folder "
                     "with the mavenn 1.1.4 and mutagenesis-visualization 1.0.0 wheels")
-@pytest.mark.parametrize("name", ["dms/A4_HUMAN_Seuma_2022.csv.gz", "dms/A4_HUMAN_Seuma_2022.wt.fasta",
+@pytest.mark.parametrize("name", ["dms/A4_HUMAN_Seuma_2022.csv.gz",
+                                  "dms/A4_HUMAN_Seuma_2022.wt.fasta",
                                   "structures/dms_targets/1ERM_A.pdb",
                                   "dms/SUMO1_HUMAN_Weile_2017.csv.gz"])
 def test_prepare_from_wheels_is_byte_identical(name):

@@ -266,18 +266,15 @@ def _print(rows: list[dict], as_json: bool, columns: tuple[str, ...]) -> None:
 
 def _cli_list(args) -> int:
     rows = [status(e.name) for e in select(None)]
-    if not args.files:
-        groups: dict[str, list[dict]] = {}
-        for row in rows:
-            groups.setdefault(row["kind"], []).append(row)
-        rows = []
-        for kind, files in groups.items():
-            states = [f["state"] for f in files]
-            summary = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states))
-            rows.append({"dataset": kind.split("/", 1)[1], "kind": kind.split("/", 1)[0],
-                         "files": len(files), "size": sum(f["size"] for f in files),
-                         "licence": ", ".join(sorted({f["licence"] for f in files})),
-                         "state": summary})
+    if not args.files:  # one row per dataset
+        kinds = dict.fromkeys(r["kind"] for r in rows)
+        groups = {k: [r for r in rows if r["kind"] == k] for k in kinds}
+        rows = [{"dataset": k.split("/")[1], "kind": k.split("/")[0], "files": len(g),
+                 "size": sum(r["size"] for r in g),
+                 "licence": ", ".join(sorted({r["licence"] for r in g})),
+                 "state": ", ".join(f"{sum(r['state'] == s for r in g)} {s}"
+                                    for s in dict.fromkeys(r["state"] for r in g))}
+                for k, g in groups.items()]
     columns = ("name", "kind", "size", "licence", "state", "location") if args.files else \
         ("dataset", "kind", "files", "size", "licence", "state")
     _print(rows, args.json, columns)
