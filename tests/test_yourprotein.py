@@ -1,6 +1,6 @@
 """Tests for the quickstart / your-protein helpers: input checking (tttlab.yourprotein), the
-mutational scan (scoring), the heat-map figures (plots, quickstart section) and the notebook helpers
-(widgets, your-protein section)."""
+mutational scan (scoring), the heat-map figures (plots, quickstart section) and the notebook
+helpers (widgets, your-protein section)."""
 
 import gzip
 import re

@@ -296,7 +296,8 @@ def substitution_scores(marginals: np.ndarray, seq: str) -> np.ndarray:
     seq = check_sequence(seq)
     marginals = np.asarray(marginals, dtype=float)
     if marginals.shape != (len(seq), len(STANDARD_AA)):
-        raise ValueError(f"marginals shape {marginals.shape} does not match {len(seq)} residues x 20")
+        raise ValueError(f"marginals shape {marginals.shape} does not match "
+                         f"{len(seq)} residues x 20")
     return marginals - wild_type_log_probs(marginals, seq)[:, None]
 
 
@@ -304,7 +305,8 @@ def mutational_scan_table(marginals: np.ndarray, seq: str, before: np.ndarray | 
     """Every single substitution (19 per standard residue, X skipped) as a DataFrame with columns
     ``mutant`` (ProteinGym style, 1-based), ``position``, ``wt``, ``mt``, ``score``
     (log p(mt) - log p(wt); negative = predicted deleterious), in sequence order. With ``before``
-    (marginals of the model before TTT) also ``score_before`` and ``change`` (score - score_before)."""
+    (marginals of the model before TTT) also ``score_before`` and ``change``
+    (``score - score_before``)."""
     import pandas as pd
 
     seq = check_sequence(seq)

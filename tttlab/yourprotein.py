@@ -1,7 +1,7 @@
-"""Your own protein: turn what a user pastes into notebook 04 (a sequence or FASTA text, a FASTA file,
-a ProteinGym-format DMS CSV, a PDB file) into checked inputs, with one-line errors instead of tracebacks.
-
-Nothing here runs a model; the analyses themselves live in ``scoring``, ``fitness`` and ``structure``.
+"""Your own protein: turn what a user pastes into notebook 04 (a sequence or FASTA text, a FASTA
+file, a ProteinGym-format DMS CSV, a PDB file) into checked inputs, with one-line errors instead of
+tracebacks. Nothing here runs a model; the analyses live in ``scoring``, ``fitness`` and
+``structure``.
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ def check_dms(dms_csv, sequence: str) -> tuple[Path, int]:
         raise ValueError(f"cannot read DMS CSV {path.name}: {str(err).splitlines()[0]}") from None
     missing = [c for c in ("mutant", "DMS_score") if c not in table.columns]
     if missing:
-        raise ValueError(f"{path.name}: missing column(s) {', '.join(missing)} (ProteinGym format: "
-                         "mutant like A24C or A24C:D30N, DMS_score higher = fitter)")
+        raise ValueError(f"{path.name}: missing column(s) {', '.join(missing)} (ProteinGym "
+                         "format: mutant like A24C or A24C:D30N, DMS_score higher = fitter)")
     if table.empty:
         raise ValueError(f"{path.name}: no rows")
     bad, first = 0, None
@@ -146,8 +146,8 @@ def structure_target(sequence: str, pdb, chain: str | None = None, name: str = "
     pairs = [(int(a), int(b)) for a, b in best.trace if a >= 0 and b >= 0]
     same = sum(seq[i] == residues[k]["letter"] for i, k in pairs)
     if len(pairs) < 10 or same < 0.3 * len(pairs):
-        raise ValueError(f"{path.name} chain {chain} does not match the sequence ({same} identical "
-                         f"of {len(pairs)} aligned residues)")
+        raise ValueError(f"{path.name} chain {chain} does not match the sequence "
+                         f"({same} identical of {len(pairs)} aligned residues)")
     coords = np.full((len(seq), 3), np.nan)
     labels = [""] * len(seq)
     for i, k in pairs:
