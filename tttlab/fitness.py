@@ -1,0 +1,286 @@
+"""Fitness case study: zero-shot variant-effect prediction on ProteinGym-format deep mutational
+scans (DMS), before and after test-time training (Bushuiev et al., arXiv 2411.02109).
+
+Metrics follow ProteinGym (Notin et al., NeurIPS 2023): Spearman with a bootstrap interval, NDCG on
+the top 10 % of measured scores, per mutation depth. Reading and validating DMS files: ``dms.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+from .dms import (LONGER_SINGLES, MULTI_MUTANTS, SHARED_ASSAYS,  # noqa: F401 (re-exported)
+                  SHORT_SINGLES, DMSAssay, assay_path, load_dms)
+
+
+# --------------------------------------------------------------------------- metrics
+def spearman(y_true, y_pred) -> float:
+    """Spearman rank correlation (average ranks for ties); NaN if either input is constant."""
+    a, b = rankdata(np.asarray(y_true, float)), rankdata(np.asarray(y_pred, float))
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def ndcg(y_true, y_pred, top: float = 0.1) -> float:
+    """NDCG over the top ``top`` fraction as ProteinGym defines it (``calc_ndcg``): gains are the
+    measured scores min-max scaled to [0, 1], k = floor(top * n), ranks from the predicted order
+    (ties broken by input order), log2(rank + 1) discount, normalised by the ideal ordering."""
+    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
+    span = y_true.max() - y_true.min() if len(y_true) else 0.0
+    if span == 0:
+        return float("nan")
+    gains = (y_true - y_true.min()) / span
+    k = int(np.floor(len(y_true) * top))
+
+    def dcg(order):
+        best = order[:k]
+        return float(np.sum(gains[best] / np.log2(np.arange(2, len(best) + 2))))
+
+    ideal = dcg(np.argsort(-gains, kind="stable"))
+    return dcg(np.argsort(-y_pred, kind="stable")) / ideal if ideal > 0 else 0.0
+
+
+def _row_spearman(t: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Spearman of each row pair of two (B x n) arrays."""
+    rt, rp = rankdata(t, axis=1), rankdata(p, axis=1)
+    rt -= rt.mean(1, keepdims=True)
+    rp -= rp.mean(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (rt * rp).sum(1) / np.sqrt((rt ** 2).sum(1) * (rp ** 2).sum(1))
+
+
+def bootstrap_spearman(y_true, *y_preds, n_boot: int = 1000, seed: int = 0,
+                       level: float = 0.95) -> dict:
+    """Percentile bootstrap intervals of Spearman for one or more predictions, resampling the
+    variants with replacement (the same resamples for every prediction, so they are paired).
+
+    Returns ``{"ci": [(lo, hi) per prediction], "delta_ci": (lo, hi) of pred[-1] - pred[0]}``.
+    """
+    y_true = np.asarray(y_true, float)
+    preds = [np.asarray(p, float) for p in y_preds]
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2_000_000 // max(1, len(y_true)))
+    draws = [[] for _ in preds]
+    for done in range(0, n_boot, chunk):
+        idx = rng.integers(0, len(y_true), (min(chunk, n_boot - done), len(y_true)))
+        for d, p in zip(draws, preds):
+            d.append(_row_spearman(y_true[idx], p[idx]))
+    draws = [np.concatenate(d) for d in draws]
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+
+    def ci(x):
+        x = x[np.isfinite(x)]
+        return tuple(float(v) for v in np.percentile(x, q)) if len(x) else (np.nan, np.nan)
+
+    return {"ci": [ci(d) for d in draws], "delta_ci": ci(draws[-1] - draws[0])}
+
+
+# --------------------------------------------------------------------------- scoring
+@dataclass
+class FitnessRun:
+    """Scores of one assay before and after TTT on its wild type.
+
+    ``variants``: mutant, n_mutations, DMS_score, score_before, score_after; ``marginals_*``:
+    L x 20 masked marginals of the wild type (columns ``STANDARD_AA``); ``history``: the TTT
+    table (step, loss, ...); ``seconds``: wall time of scoring + TTT (shared by assays with the
+    same wild type when scored together by ``score_assays``).
+    """
+
+    assay: str
+    wild_type: str
+    method: str
+    variants: pd.DataFrame
+    marginals_before: np.ndarray
+    marginals_after: np.ndarray
+    history: pd.DataFrame
+    pseudo_perplexity_before: float
+    pseudo_perplexity_after: float
+    n_total: int
+    n_dropped: int
+    ttt_steps: int
+    seconds: float
+
+    def summary(self, n_boot: int = 1000, seed: int = 0) -> dict:
+        """JSON-ready metrics: Spearman with paired bootstrap 95 % intervals (``n_boot``
+        resamples, ``seed``), its change, NDCG at the top 10 %, the same per mutation order."""
+        v = self.variants
+        y = v.DMS_score.to_numpy()
+        before, after = v.score_before.to_numpy(), v.score_after.to_numpy()
+        boot = bootstrap_spearman(y, before, after, n_boot=n_boot, seed=seed)
+        out = {"assay": self.assay, "method": self.method, "n_variants": len(v),
+               "n_variants_total": self.n_total, "n_dropped": self.n_dropped,
+               "wt_length": len(self.wild_type), "ttt_steps": self.ttt_steps,
+               "spearman_before": spearman(y, before), "spearman_after": spearman(y, after),
+               "spearman_before_ci": boot["ci"][0], "spearman_after_ci": boot["ci"][1]}
+        out["delta_spearman"] = out["spearman_after"] - out["spearman_before"]
+        out.update(delta_spearman_ci=boot["delta_ci"], ndcg_before=ndcg(y, before),
+                   ndcg_after=ndcg(y, after),
+                   pseudo_perplexity_before=self.pseudo_perplexity_before,
+                   pseudo_perplexity_after=self.pseudo_perplexity_after,
+                   per_order={str(k): {"n": len(g),
+                                       "spearman_before": spearman(g.DMS_score, g.score_before),
+                                       "spearman_after": spearman(g.DMS_score, g.score_after)}
+                              for k, g in v.groupby("n_mutations")},
+                   seconds=self.seconds)
+        return _clean(out)
+
+
+def _clean(x):
+    """Round floats to 4 decimals, NaN -> None, tuples -> lists (JSON-ready)."""
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return None if not np.isfinite(x) else round(float(x), 4)
+    return int(x) if isinstance(x, np.integer) else x
+
+
+def _variant_scores(model, assay: DMSAssay, method: str, marginals, progress: bool):
+    from .scoring import score_mutants
+
+    return score_mutants(model, assay.wild_type, assay.table.mutant, method,
+                         marginals=marginals if method == "masked_marginals" else None,
+                         progress=progress)
+
+
+def score_assays(model, assays, cfg=None, method: str = "masked_marginals",
+                 progress: bool = True) -> list[FitnessRun]:
+    """Score loaded assays before and after TTT (``tttlab.ttt.customized``: the model is restored
+    on exit). Assays sharing a wild type (e.g. GB1 singles and doubles) share one TTT run."""
+    from tqdm.auto import tqdm
+
+    from .config import preset
+    from .scoring import METHODS, masked_marginals, pseudo_perplexity
+    from .ttt import customized
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    cfg = cfg or preset()
+    groups: dict[str, list[DMSAssay]] = {}
+    for a in assays:
+        groups.setdefault(a.wild_type, []).append(a)
+    runs = {}
+    for wt, group in tqdm(groups.items(), disable=not progress or len(groups) < 2,
+                          desc="assays"):
+        start = time.perf_counter()
+        mm_before = masked_marginals(model, wt)
+        before = [_variant_scores(model, a, method, mm_before, progress) for a in group]
+        history = pd.DataFrame([{"step": 0}])
+        mm_after, after = mm_before, before
+        if cfg.steps:
+            with customized(model, wt, cfg, progress=progress) as result:
+                mm_after = masked_marginals(model, wt)
+                after = [_variant_scores(model, a, method, mm_after, progress) for a in group]
+            history = result.table()
+        seconds = time.perf_counter() - start
+        for a, b, c in zip(group, before, after):
+            variants = a.table[["mutant", "n_mutations", "DMS_score"]].assign(
+                score_before=b, score_after=c)
+            runs[a.name] = FitnessRun(
+                a.name, wt, method, variants, mm_before, mm_after, history,
+                pseudo_perplexity(model, wt, marginals=mm_before),
+                pseudo_perplexity(model, wt, marginals=mm_after), a.n_total, len(a.dropped),
+                cfg.steps, seconds)
+    return [runs[a.name] for a in assays]
+
+
+def evaluate_assay(model, dms_path, wt_fasta=None, cfg=None, method: str = "masked_marginals",
+                   max_variants: int | None = None, seed: int = 0, progress: bool = True) -> dict:
+    """Zero-shot fitness prediction on one DMS assay before and after TTT, as a JSON-ready dict.
+
+    Parameters
+    ----------
+    model : an ESM-2 model (``tttlab.load_model``); restored bit for bit before returning.
+    dms_path : DMS file (.csv / .csv.gz), shared assay id, or a loaded ``DMSAssay``.
+    wt_fasta : wild-type FASTA (default: inferred from the file and verified).
+    cfg : ``TTTConfig`` (default ``tttlab.preset()``; ``steps=0`` skips TTT).
+    method : ``masked_marginals`` | ``wt_marginals`` | ``pseudo_likelihood`` (L forward passes
+        per variant: use ``max_variants``).
+    max_variants, seed : fixed-seed subsample of the variants; ``seed`` also seeds the bootstrap.
+
+    Returns
+    -------
+    dict with ``assay``, ``n_variants``, ``spearman_before``, ``spearman_after`` (+ ``_ci``),
+    ``delta_spearman`` (+ ``_ci``), ``ndcg_before``/``_after``, ``pseudo_perplexity_before``/
+    ``_after``, ``per_order`` ({"1": {...}, "2": {...}}), ``seconds`` and run details.
+    """
+    assay = dms_path if isinstance(dms_path, DMSAssay) else load_dms(dms_path, wt_fasta)
+    run = score_assays(model, [assay.subsample(max_variants, seed)], cfg, method, progress)[0]
+    return {**run.summary(seed=seed), "max_variants": max_variants, "seed": seed}
+
+
+def run_assays(model, assays, cfg=None, method: str = "masked_marginals",
+               max_variants: int | None = None, seed: int = 0,
+               progress: bool = True) -> list[FitnessRun]:
+    """Load (ids, paths or ``DMSAssay``), subsample and score several assays (``score_assays``)."""
+    loaded = [a if isinstance(a, DMSAssay) else load_dms(a) for a in assays]
+    return score_assays(model, [a.subsample(max_variants, seed) for a in loaded], cfg, method,
+                        progress)
+
+
+def results_table(runs, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """One row per assay (from ``FitnessRun``s or summary dicts): Spearman before / after with
+    95 % intervals, its change, NDCG, pseudo-perplexity, singles and doubles."""
+    rows = []
+    for r in runs:
+        s = r.summary(n_boot, seed) if isinstance(r, FitnessRun) else r
+        row = {k: v for k, v in s.items() if not isinstance(v, (list, dict))}
+        for k in ("spearman_before_ci", "spearman_after_ci", "delta_spearman_ci"):
+            row[k + "_lo"], row[k + "_hi"] = s[k]
+        for order, label in (("1", "singles"), ("2", "doubles")):
+            part = s["per_order"].get(order, {})
+            for k in ("n", "spearman_before", "spearman_after"):
+                row[f"{label}_{k}"] = part.get(k)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------- CLI
+def _cli(args) -> int:
+    from .cli import config_from_args
+    from .models import load_model
+
+    if args.max_variants is not None and args.max_variants < 1:
+        raise ValueError("--max-variants must be >= 1")
+    assay = load_dms(args.dms, args.wt_fasta, drop_invalid=args.drop_invalid)
+    cfg = config_from_args(args)
+    model, _ = load_model(args.model, device=args.device)
+    out = evaluate_assay(model, assay, cfg=cfg, method=args.method, max_variants=args.max_variants,
+                         seed=args.seed, progress=not args.json)
+    out["model"] = str(args.model)
+    if args.json:
+        print(json.dumps(out), flush=True)
+        return 0
+    print(f"{out['assay']}: {out['n_variants']} of {out['n_variants_total']} variants scored "
+          f"({out['n_dropped']} rows dropped), method {out['method']}, {cfg.steps} TTT steps")
+    for when in ("before", "after"):
+        lo, hi = out[f"spearman_{when}_ci"]
+        print(f"  {when:6s} TTT: Spearman {out[f'spearman_{when}']:.3f} [{lo:.3f}, {hi:.3f}]  "
+              f"NDCG@10% {out[f'ndcg_{when}']:.3f}  pseudo-perplexity "
+              f"{out[f'pseudo_perplexity_{when}']:.2f}")
+    print(f"  ({out['seconds']:.1f} s)")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    """``tttlab fitness --dms FILE.csv[.gz] ...``"""
+    from .cli import add_model_args
+    from .scoring import METHODS
+
+    p = subparsers.add_parser("fitness", help="zero-shot DMS fitness prediction before/after TTT")
+    p.add_argument("--dms", required=True, help="ProteinGym-format DMS .csv[.gz] or a shared id")
+    p.add_argument("--wt-fasta", help="wild-type FASTA (default: inferred from mutated_sequence)")
+    p.add_argument("--method", choices=METHODS, default="masked_marginals")
+    p.add_argument("--max-variants", type=int, help="score a fixed-seed subsample of K variants")
+    p.add_argument("--drop-invalid", action="store_true",
+                   help="drop invalid rows instead of stopping with an error")
+    add_model_args(p)
+    p.set_defaults(func=_cli)
