@@ -57,24 +57,28 @@ def test_shared_gb1_inputs_check_out():
     assert yourprotein.validate_inputs(fasta=seq_path, dms_csv=dms, pdb=pdb) == ""
     inputs = yourprotein.load_inputs(fasta=seq_path, dms_csv=dms, pdb=pdb, name="GB1")
     assert inputs.name == "GB1" and len(inputs.sequence) == 55
-    assert inputs.n_variants == 1045 and inputs.structure.source == "1PGA.pdb:A"
+    assert len(inputs.dms) == 1045 and inputs.structure.source == "1PGA.pdb:A"
+    assert inputs.dms.wild_type == inputs.sequence
     lines = inputs.summary().splitlines()
     assert len(lines) == 3 and "55 residues" in lines[0] and "1045 variants" in lines[1]
     assert "1PGA.pdb chain A: 55 of 55 residues placed, 98 % identical" in lines[2]
     bare = yourprotein.load_inputs(sequence=inputs.sequence)
-    assert bare.dms_csv is None and bare.structure is None and "none" in bare.summary()
+    assert bare.dms is None and bare.structure is None and "none" in bare.summary()
 
 
 def test_dms_check_catches_wrong_sequence_and_columns(tmp_path):
     wrong = yourprotein.validate_inputs(sequence="A" * 60, dms_csv=path(GB1_DMS))
-    assert re.search(r": \d+ mutant\(s\) do not fit the sequence, e.g. \S+: wild type at", wrong)
+    assert re.search(r"line \d+, mutant 'Q1\w': wild type at 1 is A \(FASTA\), not Q", wrong)
+    assert "\n" not in wrong
     bad = tmp_path / "bad.csv"
     bad.write_text("variant,score\nA1C,0.5\n")
     assert "missing column(s) mutant, DMS_score" in yourprotein.validate_inputs(
         sequence="AK", dms_csv=bad)
     good = tmp_path / "good.csv"
-    good.write_text("mutant,DMS_score\nA1C,0.5\nK2E:A1D,-1\n")
-    assert yourprotein.load_inputs(sequence="AK", dms_csv=good).n_variants == 2
+    good.write_text("mutant,DMS_score\nA1C,0.5\nK2E:A1D,-1\nK2*,-3\n")
+    inputs = yourprotein.load_inputs(sequence="AK", dms_csv=good)
+    assert len(inputs.dms) == 2 and inputs.dms.wild_type == "AK"
+    assert "good: 2 variants (1 stop-codon rows dropped)" in inputs.summary()
 
 
 def test_structure_target_chain_garbage_and_wrong_protein(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .scoring import check_sequence, parse_mutant
+from .scoring import check_sequence
 
 
 @dataclass(frozen=True)
@@ -20,15 +20,18 @@ class ProteinInputs:
 
     name: str
     sequence: str
-    dms_csv: Path | None = None
-    n_variants: int = 0
+    dms: object = None  #: a ``dms.DMSAssay`` checked against ``sequence``, or None
     structure: object = None  #: a ``targets.Target`` aligned to ``sequence``, or None
 
     def summary(self) -> str:
         """A few lines saying what will be analysed (no model involved)."""
         lines = [f"protein   {self.name}: {len(self.sequence)} residues"]
-        lines.append(f"DMS       {self.dms_csv.name}: {self.n_variants} variants"
-                     if self.dms_csv else "DMS       none (no fitness evaluation)")
+        if self.dms is not None:
+            dropped = f" ({len(self.dms.dropped)} stop-codon rows dropped)" if len(
+                self.dms.dropped) else ""
+            lines.append(f"DMS       {self.dms.name}: {len(self.dms)} variants{dropped}")
+        else:
+            lines.append("DMS       none (no fitness evaluation)")
         if self.structure is not None:
             placed = int((~np.isnan(self.structure.coords[:, 0])).sum())
             lines.append(f"structure {self.structure.source.replace(':', ' chain ')}: {placed} of "
@@ -95,31 +98,20 @@ def read_protein(sequence: str | None = None, fasta=None) -> tuple[str, str]:
     return _fasta_text(text, path.name)
 
 
-def check_dms(dms_csv, sequence: str) -> tuple[Path, int]:
-    """(path, number of rows) of a ProteinGym-format CSV (``mutant``, ``DMS_score``) whose mutants
-    all match ``sequence``; ``ValueError`` naming the first problem otherwise."""
-    import pandas as pd
+def read_dms(dms_csv, sequence: str, name: str = "my_protein"):
+    """A ProteinGym-format DMS file (``mutant``, ``DMS_score``) loaded and validated against
+    ``sequence`` by ``tttlab.dms.load_dms``: a ``DMSAssay`` ready for
+    ``tttlab.fitness.evaluate_assay``. Stop-codon rows are dropped; any other invalid row raises a
+    one-line ``ValueError`` naming it (e.g. a wild-type residue that does not match)."""
+    import tempfile
+
+    from .dms import load_dms
 
     path = _existing(dms_csv, "DMS CSV")
-    try:
-        table = pd.read_csv(path)
-    except Exception as err:  # pandas raises many parser error types
-        raise ValueError(f"cannot read DMS CSV {path.name}: {str(err).splitlines()[0]}") from None
-    missing = [c for c in ("mutant", "DMS_score") if c not in table.columns]
-    if missing:
-        raise ValueError(f"{path.name}: missing column(s) {', '.join(missing)} (ProteinGym "
-                         "format: mutant like A24C or A24C:D30N, DMS_score higher = fitter)")
-    if table.empty:
-        raise ValueError(f"{path.name}: no rows")
-    bad, first = 0, None
-    for mutant in table["mutant"].astype(str).unique():
-        try:
-            parse_mutant(sequence, mutant)
-        except ValueError as err:
-            bad, first = bad + 1, first or str(err)
-    if bad:
-        raise ValueError(f"{path.name}: {bad} mutant(s) do not fit the sequence, e.g. {first}")
-    return path, len(table)
+    with tempfile.TemporaryDirectory() as folder:
+        fasta = Path(folder) / f"{name}.fasta"
+        fasta.write_text(f">{name}\n{check_sequence(sequence)}\n")
+        return load_dms(path, wt_fasta=fasta)
 
 
 def structure_target(sequence: str, pdb, chain: str | None = None, name: str = "my_protein"):
@@ -164,7 +156,8 @@ def load_inputs(sequence: str | None = None, fasta=None, dms_csv=None, pdb=None,
     ----------
     sequence : pasted one-letter sequence or FASTA text (wins over ``fasta``); blank = not given.
     fasta : path of a one-record FASTA file (plain or .gz).
-    dms_csv : optional ProteinGym-format assay of this sequence (1-based ``mutant`` strings).
+    dms_csv : optional ProteinGym-format assay of this sequence (1-based ``mutant`` strings),
+        validated by ``tttlab.dms.load_dms`` (``read_dms``).
     pdb, chain : optional structure file and chain (``None``: first protein chain); the chain is
         aligned to the sequence (``structure_target``).
     name : label for tables and figures (default: the FASTA header's first word).
@@ -174,10 +167,9 @@ def load_inputs(sequence: str | None = None, fasta=None, dms_csv=None, pdb=None,
     ValueError with a one-line message naming the first problem found.
     """
     label, seq = read_protein(sequence, fasta)
-    dms_path, n_variants = check_dms(dms_csv, seq) if not _blank(dms_csv) else (None, 0)
+    assay = read_dms(dms_csv, seq, name or label) if not _blank(dms_csv) else None
     target = structure_target(seq, pdb, chain, name or label) if not _blank(pdb) else None
-    return ProteinInputs(name=name or label, sequence=seq, dms_csv=dms_path, n_variants=n_variants,
-                         structure=target)
+    return ProteinInputs(name=name or label, sequence=seq, dms=assay, structure=target)
 
 
 def validate_inputs(**kwargs) -> str:
