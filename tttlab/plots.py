@@ -42,6 +42,90 @@ def save_figure(fig_or_ax, name: str, folder="figures") -> str:
 
 
 # ---------------------------------------------------------------------------- fitness
+def fitness_scatter(variants, score: str = "score_after", method: str = "masked_marginals",
+                    title: str | None = None, ax=None):
+    """Model score (x) against the measured ``DMS_score`` (y), one point per variant (a
+    ``FitnessRun.variants`` table); coloured by mutation order when orders are mixed. The title
+    names the method and gives the Spearman correlation."""
+    from scipy.stats import spearmanr
+
+    ax = _axes(ax, figsize=(4.5, 4))
+    hue = "n_mutations" if variants["n_mutations"].nunique() > 1 else None
+    sns.scatterplot(data=variants, x=score, y="DMS_score", hue=hue, s=10, alpha=0.5,
+                    linewidth=0, palette="colorblind" if hue else None, ax=ax)
+    rho = spearmanr(variants[score], variants["DMS_score"]).statistic
+    when = score.replace("score_", "")
+    ax.set(xlabel=f"{method.replace('_', ' ')} score ({when} TTT)", ylabel="measured DMS score")
+    ax.set_title(f"{title + ': ' if title else ''}Spearman {rho:.3f}", fontsize=10)
+    return ax
+
+
+def marginal_heatmaps(before, after, wild_type: str, axes=None, title: str | None = None):
+    """Masked marginals (L x 20 log-probabilities) before and after TTT and their difference,
+    as three stacked position x amino-acid heat maps (wild type dotted). Returns the Axes."""
+    import numpy as np
+
+    if axes is None:
+        width = max(7.0, min(18.0, len(wild_type) * 0.12))
+        _, axes = plt.subplots(3, 1, figsize=(width, 8.5), layout="constrained")
+    label = "log p(aa | rest)"
+    marginals_heatmap(before, wild_type, ax=axes[0], center=None, cmap="viridis", label=label,
+                      title=f"{title + ': ' if title else ''}masked marginals before TTT")
+    marginals_heatmap(after, wild_type, ax=axes[1], center=None, cmap="viridis", label=label,
+                      title="after TTT")
+    marginals_heatmap(np.asarray(after) - np.asarray(before), wild_type, ax=axes[2],
+                      label="change in log p", title="after - before")
+    return axes
+
+
+def fitness_figure(variants, before, after, wild_type: str, method: str = "masked_marginals",
+                   title: str | None = None):
+    """One assay at a glance: predicted vs measured before and after TTT (top), masked-marginal
+    heat maps before / after / difference (below). Returns the Figure."""
+    width = max(9.0, min(18.0, len(wild_type) * 0.12))
+    fig = plt.figure(figsize=(width, 13), layout="constrained")
+    grid = fig.add_gridspec(4, 2, height_ratios=[1.5, 1, 1, 1])
+    for col, when in enumerate(("before", "after")):
+        fitness_scatter(variants, f"score_{when}", method, title=f"{when} TTT",
+                        ax=fig.add_subplot(grid[0, col]))
+    axes = [fig.add_subplot(grid[i, :]) for i in (1, 2, 3)]
+    marginal_heatmaps(before, after, wild_type, axes=axes)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _short_label(assay: str) -> str:
+    parts = assay.split("_")
+    return f"{parts[0]} {parts[-1]}"
+
+
+def delta_spearman_plot(table, ax=None):
+    """The paper's key view: change in Spearman from TTT (y, with the paired bootstrap 95 %
+    interval when ``delta_spearman_ci_lo/_hi`` are present) against the pseudo-perplexity before
+    TTT (x), one labelled point per assay (a ``fitness.results_table``)."""
+    from scipy.stats import spearmanr
+
+    ax = _axes(ax, figsize=(6, 4.5))
+    x, y = table["pseudo_perplexity_before"], table["delta_spearman"]
+    if {"delta_spearman_ci_lo", "delta_spearman_ci_hi"} <= set(table.columns):
+        err = [y - table["delta_spearman_ci_lo"], table["delta_spearman_ci_hi"] - y]
+        ax.errorbar(x, y, yerr=err, fmt="none", ecolor="grey", elinewidth=1, alpha=0.7)
+    multi = table["doubles_n"].fillna(0) > 0 if "doubles_n" in table else None
+    style = (multi.map({True: "with doubles", False: "singles only"}).rename("assay")
+             if multi is not None else None)
+    sns.scatterplot(x=x, y=y, style=style, s=60, ax=ax, zorder=3)
+    for xi, yi, name in zip(x, y, table["assay"]):
+        ax.annotate(_short_label(name), (xi, yi), xytext=(4, 3), textcoords="offset points",
+                    fontsize=7)
+    ax.axhline(0, color="black", linewidth=0.8)
+    title = "TTT gain vs perplexity before TTT"
+    if len(table) >= 3:
+        title += f" (Spearman across assays {spearmanr(x, y).statistic:.2f})"
+    ax.set(xlabel="pseudo-perplexity before TTT", ylabel="change in Spearman (after - before)")
+    ax.set_title(title, fontsize=10)
+    return ax
+
 
 # -------------------------------------------------------------------------- structure
 def contact_map(true, pred, top: int | None = None, min_sep: int = 6, ax=None,

@@ -5,6 +5,53 @@ only when the user presses Run (``interact_manual``), and draws with ``tttlab.pl
 from __future__ import annotations
 
 # ---------------------------------------------------------------------------- fitness
+def fitness_explorer(model, assays, model_name: str = "tttlab-mini", steps: int = 30,
+                     max_variants: int = 1000, seed: int = 0,
+                     methods=("masked_marginals", "wt_marginals")):
+    """Pick an assay (shared ids, paths or loaded ``DMSAssay``s), the TTT steps and the scoring
+    method, press Run: the assay (a fixed-seed subsample of ``max_variants``) is scored before
+    and after TTT (model restored afterwards) and ``plots.fitness_figure`` is drawn.
+
+    ``pseudo_likelihood`` is left out of ``methods`` by default: it costs L forward passes per
+    variant. Returns the ``ipywidgets.interactive`` widget (manual mode: a Run button; display
+    it); ``widget.result`` is the last run's summary dict.
+    """
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+
+    from .config import preset
+    from .fitness import DMSAssay, load_dms, score_assays
+    from .plots import fitness_figure
+
+    loaded = {}
+    names = [a.name if isinstance(a, DMSAssay) else str(a) for a in assays]
+    for name, a in zip(names, assays):
+        if isinstance(a, DMSAssay):
+            loaded[name] = a
+
+    def run(assay, steps, method):
+        if assay not in loaded:
+            loaded[assay] = load_dms(assay)
+        data = loaded[assay].subsample(max_variants, seed)
+        cfg = preset(model_name, steps=steps, seed=seed)
+        result = score_assays(model, [data], cfg, method)[0]
+        summary = result.summary(seed=seed)
+        print(f"{assay}: {summary['n_variants']} variants, {steps} TTT steps, {method}: "
+              f"Spearman {summary['spearman_before']} -> {summary['spearman_after']}, "
+              f"pseudo-perplexity {summary['pseudo_perplexity_before']} -> "
+              f"{summary['pseudo_perplexity_after']} ({summary['seconds']:.0f} s; model restored)")
+        fitness_figure(result.variants, result.marginals_before, result.marginals_after,
+                       result.wild_type, method, title=assay)
+        plt.show()
+        return summary
+
+    return w.interactive(
+        run, {"manual": True, "manual_name": "Run"},
+        assay=w.Dropdown(options=names, description="assay"),
+        steps=w.IntSlider(value=steps, min=0, max=60, step=5, description="TTT steps",
+                          continuous_update=False),
+        method=w.Dropdown(options=list(methods), description="method"))
+
 
 # -------------------------------------------------------------------------- structure
 
