@@ -156,7 +156,7 @@ def test_fast_attention_gives_the_stock_contacts():
     assert np.allclose(structure.predict_contacts(fast, SEQ),
                        structure.predict_contacts(slow, SEQ), atol=1e-6)
     with pytest.raises(ValueError, match="backend"):
-        structure.predict_contacts(fast, SEQ, backend="esmfold")
+        structure.predict_contacts(fast, SEQ, backend="alphafold")
 
 
 def test_fitted_head_round_trips_through_fair_esm(tmp_path):
@@ -271,3 +271,43 @@ def test_structure_plots():
     view = plots.contacts_view(t.pdb_text(), t.coords, pairs)
     assert view is not None
     assert t.pdb_text().count(" CA ") == 67
+
+
+def test_attention_maps_strongest_feature_and_summary(tiny):
+    from tttlab.contact_head import attention_maps, strongest_feature
+
+    model, _ = tiny
+    raw = attention_maps(model, SEQ)
+    assert raw.shape == (model.num_layers * model.attention_heads, len(SEQ), len(SEQ))
+    best = strongest_feature(model)
+    w = model.contact_head.regression.weight.detach()[0]
+    assert abs(best["weight"]) == pytest.approx(float(w.abs().max()))
+    assert best["layer"] * model.attention_heads + best["head"] == best["index"]
+    import pandas as pd
+
+    table = pd.DataFrame({"id": ["a", "b"], "q3_before": [0.5, 0.7], "q3_after": [0.6, 0.7],
+                          "seconds": [1.0, 2.0]})
+    out = structure.summary(table)
+    assert list(out.index) == ["q3"] and out.loc["q3", "change"] == pytest.approx(0.05)
+    assert plots.heatmap_row({"raw": raw[0].numpy(), "other": raw[1].numpy()}) is not None
+
+
+def test_esmfold_backend_reads_the_distogram(monkeypatch):
+    """The ESMFold seam without ESMFold: a stand-in whose distogram puts each pair in one bin."""
+
+    class FakeFold:
+        esm = build_esm2(num_layers=1, embed_dim=32, attention_heads=2, seed=0)[0].half()
+
+        def infer(self, seq):
+            L = len(seq)
+            logits = torch.full((1, L, L, 64), -1e4)
+            logits[..., 30] = 0.0  # ~11.7 A: no contact
+            logits[0, 0, L - 1, 5] = logits[0, L - 1, 0, 5] = 1e4  # ~4 A: contact
+            return {"distogram_logits": logits}
+
+    fold = FakeFold()
+    pred = structure.predict_contacts(fold, SEQ, backend="esmfold")
+    assert pred.shape == (len(SEQ), len(SEQ)) and pred[0, -1] == pytest.approx(1.0)
+    assert pred[1, 2] == pytest.approx(0.0, abs=1e-6)
+    lm = structure.BACKENDS["esmfold"].language_model(fold)
+    assert lm is fold.esm and next(lm.parameters()).dtype == torch.float32

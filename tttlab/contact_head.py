@@ -27,16 +27,31 @@ def tokens_for(model, seq: str):
     return encode(model.alphabet, seq, model_device(model))[None]
 
 
+def attention_maps(model, seq: str):
+    """(layers * heads) x L x L attention probabilities between residues (BOS/EOS rows and
+    columns dropped), layer-major: map ``k`` is layer ``k // heads``, head ``k % heads``."""
+    tokens = tokens_for(model, seq)
+    with scoring_mode(model):
+        attn = model(tokens, need_head_weights=True)["attentions"].float()
+    return attn[0, :, :, 1:-1, 1:-1].flatten(0, 1).clone()
+
+
 def contact_features(model, seq: str) -> np.ndarray:
     """L x L x (layers * heads): every attention map without BOS/EOS, symmetrised and
     APC-corrected, exactly what fair-esm's ``ContactPredictionHead`` feeds its regression."""
     from esm.modules import apc, symmetrize
 
-    tokens = tokens_for(model, seq)
-    with scoring_mode(model):
-        attn = model(tokens, need_head_weights=True)["attentions"].float()
-    attn = attn[:, :, :, 1:-1, 1:-1].flatten(1, 2)  # 1 x (layers * heads) x L x L
+    attn = attention_maps(model, seq)[None]  # 1 x (layers * heads) x L x L
     return apc(symmetrize(attn))[0].permute(1, 2, 0).cpu().numpy()
+
+
+def strongest_feature(model) -> dict:
+    """The attention map the contact regression weighs most: ``index``, ``layer``, ``head`` (both
+    0-based) and ``weight``."""
+    weight = model.contact_head.regression.weight.detach().cpu().numpy()[0]
+    k = int(np.abs(weight).argmax())
+    return {"index": k, "layer": k // model.attention_heads, "head": k % model.attention_heads,
+            "weight": float(weight[k])}
 
 
 def _l1_logistic(C: float):

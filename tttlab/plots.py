@@ -136,19 +136,37 @@ def contact_map(true, pred, top: int | None = None, min_sep: int = 6, ax=None,
 
     ax = _axes(ax, figsize=(4.5, 4.5))
     length = len(true)
+    size = max(2.0, (250 / length) ** 2)  # marker area: about one cell of the map
     ii, jj = np.where(np.nan_to_num(true) > 0)
     far = np.abs(ii - jj) >= min_sep
-    ax.scatter(jj[far], ii[far], s=6, marker="s", color="0.8", linewidths=0, label="true contact")
+    ax.scatter(jj[far], ii[far], s=size, marker="s", color="0.75", linewidths=0,
+               label="true contact")
     i, j = np.triu_indices(length, k=min_sep)
     order = np.argsort(-pred[i, j], kind="stable")[: top or length]
     i, j = i[order], j[order]
     hit = np.nan_to_num(true[i, j]) > 0
-    ax.scatter(j[hit], i[hit], s=12, color="tab:blue", label="predicted, correct")
-    ax.scatter(j[~hit], i[~hit], s=12, color="tab:red", label="predicted, wrong")
+    ax.scatter(j[hit], i[hit], s=size, color="tab:blue", label="predicted, correct")
+    ax.scatter(j[~hit], i[~hit], s=size, color="tab:red", label="predicted, wrong")
     ax.set(xlim=(-0.5, length - 0.5), ylim=(length - 0.5, -0.5), xlabel="residue j",
            ylabel="residue i", aspect="equal", title=title or f"top {len(i)} predictions")
+    ax.grid(False)
     ax.legend(loc="lower left", fontsize="x-small", frameon=True)
     return ax
+
+
+def heatmap_row(maps: dict, cmap: str = "viridis", axes=None):
+    """Square heat maps side by side, one per ``{title: L x L array}`` item; returns the Axes."""
+    if axes is None:
+        _, axes = plt.subplots(1, len(maps), figsize=(3.8 * len(maps), 3.4), squeeze=False,
+                               layout="constrained")
+        axes = axes[0]
+    for ax, (title, matrix) in zip(axes, maps.items()):
+        image = ax.imshow(matrix, cmap=cmap)
+        ax.figure.colorbar(image, ax=ax, shrink=0.8)
+        ax.set(title=title, xlabel="residue j")
+        ax.grid(False)
+    axes[0].set_ylabel("residue i")
+    return axes
 
 
 def contact_map_pair(true, before, after, top: int | None = None,
@@ -188,6 +206,7 @@ def contacts_3d(coords, pairs, ax=None, title: str | None = None):
     for row in pairs.itertuples():
         colour = "0.7" if np.isnan(row.contact) else ("tab:blue" if row.contact else "tab:red")
         ax.plot(*coords[[row.i, row.j]].T, color=colour, lw=1.2)
+    ax.set_box_aspect(np.nanmax(coords, axis=0) - np.nanmin(coords, axis=0))  # undistorted
     ax.set_axis_off()
     ax.set_title(title or f"top {len(pairs)} predicted contacts (blue correct, red wrong)")
     return ax

@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -30,16 +33,46 @@ def _esm2_contacts(model, seq: str) -> np.ndarray:
         return model(tokens, return_contacts=True)["contacts"][0].float().cpu().numpy()
 
 
-#: contact predictors by name: ``f(model, sequence) -> L x L probabilities``. An ESMFold backend
-#: (contacts from the distogram, TTT on its ESM-2 trunk) would be registered here.
-BACKENDS = {"esm2": _esm2_contacts}
+def _esmfold_contacts(model, seq: str) -> np.ndarray:
+    """P(C-beta distance < 7.94 A) from ESMFold's distogram, assuming AlphaFold2's 64 bins (63
+    edges from 2.3125 to 21.6875 A): the 19 bins below the edge nearest 8 A are summed.
+    Not run in this project (ESMFold needs a GPU and openfold): check on first use."""
+    import torch
+
+    with torch.no_grad():
+        logits = model.infer(seq)["distogram_logits"][0].float()
+    edges = torch.linspace(2.3125, 21.6875, logits.shape[-1] - 1)
+    return logits.softmax(-1)[..., : int((edges <= 8.0).sum())].sum(-1).cpu().numpy()
+
+
+def _esmfold_language_model(model):
+    return model.esm.float()  # ESMFold keeps its ESM-2 in fp16; TTT trains it in fp32
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A contact predictor: ``predict(model, seq) -> L x L`` probabilities, and the ESM-2 inside
+    ``model`` that test-time training customises (``language_model(model)``)."""
+
+    predict: Callable
+    language_model: Callable = lambda model: model
+
+
+#: contact predictors by name. ``esmfold`` expects ``esm.pretrained.esmfold_v1()`` (GPU,
+#: ``pip install "fair-esm[esmfold]"`` + openfold): contacts from its distogram, TTT on its ESM-2.
+BACKENDS = {"esm2": Backend(_esm2_contacts),
+            "esmfold": Backend(_esmfold_contacts, _esmfold_language_model)}
+
+
+def _backend(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {name!r}")
+    return BACKENDS[name]
 
 
 def predict_contacts(model, seq: str, backend: str = "esm2") -> np.ndarray:
     """L x L contact probabilities for ``seq`` (symmetric; ``backend`` picks the predictor)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
-    return BACKENDS[backend](model, seq)
+    return _backend(backend).predict(model, seq)
 
 
 # ---------------------------------------------------------------------------------- metrics
@@ -83,7 +116,8 @@ def contacts_before_after(model, target, cfg=None, progress: bool = True, backen
     before = predict_contacts(model, target.sequence, backend)
     if cfg is not None and cfg.steps == 0:
         return before, before, None
-    with customized(model, target.sequence, cfg, progress=progress) as result:
+    lm = _backend(backend).language_model(model)
+    with customized(lm, target.sequence, cfg, progress=progress) as result:
         after = predict_contacts(model, target.sequence, backend)
     return before, after, result
 
@@ -102,15 +136,17 @@ def evaluate_structure(model, pdb_path, chain: str | None = None, cfg=None, prog
     Returns
     -------
     dict with ``id``, ``length``, ``source``, ``identity``, ``n_long_contacts``,
+    ``long_contact_density`` (the long-range precision of random guessing),
     ``precision_at_{L,L2,L5}_{long,medium}_{before,after}`` and ``seconds``.
     """
     start = time.perf_counter()
     target = load_target(pdb_path, chain)
     true = target.contacts()
     before, after, _ = contacts_before_after(model, target, cfg, progress, backend)
+    long_pairs = true[pair_indices(true, RANGES["long"][0])]
     row = {"id": target.id, "length": target.length, "source": target.source,
-           "identity": round(target.identity, 3),
-           "n_long_contacts": int(np.nansum(true[pair_indices(true, RANGES["long"][0])]))}
+           "identity": round(target.identity, 3), "n_long_contacts": int(long_pairs.sum()),
+           "long_contact_density": float(long_pairs.mean()) if len(long_pairs) else float("nan")}
     for key, value in contact_precisions(before, true).items():
         row[key + "_before"] = value
     for key, value in contact_precisions(after, true).items():
@@ -119,14 +155,29 @@ def evaluate_structure(model, pdb_path, chain: str | None = None, cfg=None, prog
     return row
 
 
-def evaluate_structures(model, targets, cfg=None, progress: bool = True):
+def evaluate_structures(model, targets, cfg=None, progress: bool = True, backend: str = "esm2"):
     """``evaluate_structure`` over many targets: a DataFrame, one row per protein."""
     import pandas as pd
     from tqdm.auto import tqdm
 
-    rows = [evaluate_structure(model, t, cfg=cfg, progress=False)
+    rows = [evaluate_structure(model, t, cfg=cfg, progress=False, backend=backend)
             for t in tqdm(list(targets), disable=not progress, desc="structures")]
     return pd.DataFrame(rows)
+
+
+def summary(table):
+    """Means over proteins of every ``<metric>_before`` / ``<metric>_after`` pair of columns: a
+    DataFrame indexed by metric with ``before``, ``after``, ``change`` and ``n`` (proteins)."""
+    import pandas as pd
+
+    metrics = [c[: -len("_before")] for c in table.columns
+               if c.endswith("_before") and c[: -len("_before")] + "_after" in table.columns]
+    rows = {m: {"before": table[m + "_before"].mean(), "after": table[m + "_after"].mean()}
+            for m in metrics}
+    out = pd.DataFrame(rows).T
+    out["change"] = out["after"] - out["before"]
+    out["n"] = len(table)
+    return out
 
 
 # ---------------------------------------------------------------- secondary-structure probe
@@ -232,8 +283,23 @@ def register_cli(subparsers) -> None:
     p.set_defaults(func=_contacts_cli)
 
 
-def _mean_table(df, columns):
-    return df[columns].mean(numeric_only=True).round(4).to_dict()
+def _run_table(evaluate, items: dict, csv=None, resume: bool = False):
+    """Rows of ``evaluate(item)`` for ``items`` (``{id: (set, item)}``), written to ``csv`` after
+    every row; with ``resume``, ids already in ``csv`` are kept and skipped."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    rows = []
+    if resume and csv and Path(csv).is_file():
+        rows = [r for r in pd.read_csv(csv).to_dict("records") if r["id"] in items]
+    done = {r["id"] for r in rows}
+    for key, (label, item) in tqdm(items.items(), desc="proteins"):
+        if key in done:
+            continue
+        rows.append({"set": label, **evaluate(item)})
+        if csv:
+            pd.DataFrame(rows).to_csv(csv, index=False)
+    return pd.DataFrame(rows)
 
 
 def main(argv=None) -> int:
@@ -247,13 +313,14 @@ def main(argv=None) -> int:
     b = sub.add_parser("benchmark", help="contact precision on the pfam40 TEST split (+ DMS)")
     b.add_argument("--dms", nargs="*", default=[], help="DMS ids to add")
     q = sub.add_parser("probe", help="secondary-structure probe: Q3 before/after TTT")
-    q.add_argument("--n-train", type=int, default=300)
-    q.add_argument("--n-test", type=int, default=20)
+    q.add_argument("--n-train", type=int, default=300, help="FLIP train chains (<= 400 aa)")
+    q.add_argument("--n-test", type=int, default=20, help="FLIP test chains")
     q.add_argument("--max-length", type=int, default=150, help="longest test chain")
     for x in (b, q):
         x.add_argument("--model", default="tttlab-mini")
         x.add_argument("--ttt-steps", type=int, default=30)
         x.add_argument("--csv", default=None, help="write the per-protein table here")
+        x.add_argument("--resume", action="store_true", help="keep and skip rows already in --csv")
     args = parser.parse_args(argv)
     from .config import preset
     from .models import load_model
@@ -264,17 +331,22 @@ def main(argv=None) -> int:
     model, _ = load_model(args.model)
     cfg = preset(args.model, steps=args.ttt_steps)
     if args.command == "benchmark":
-        df = evaluate_structures(model, [pfam40_path(n) for n in PFAM40_TEST] + args.dms, cfg)
+        items = {n: ("pfam40-test", pfam40_path(n)) for n in PFAM40_TEST}
+        items.update({d: ("dms", d) for d in args.dms})
+        df = _run_table(lambda item: evaluate_structure(model, item, cfg=cfg, progress=False),
+                        items, args.csv, args.resume)
         cols = [c for c in df.columns if c.startswith("precision_at")]
     else:
         probe = fit_ss_probe(model, secondary_structure_chains("train", args.n_train, 400))
-        tests = secondary_structure_chains("test", args.n_test, args.max_length)
-        df = evaluate_ss_probe(model, probe, tests, cfg)
+        chains = secondary_structure_chains("test", args.n_test, args.max_length)
+        df = _run_table(lambda chain: evaluate_ss_probe(model, probe, [chain], cfg, False)
+                        .iloc[0].to_dict(), {c[0]: ("flip-ss-test", c) for c in chains},
+                        args.csv, args.resume)
         cols = ["q3_before", "q3_after"]
-    if args.csv:
-        df.to_csv(args.csv, index=False)
     print(df.round(3).to_string(index=False))
-    print(json.dumps({"mean": _mean_table(df, cols), "n": len(df), "ttt_steps": cfg.steps}))
+    for name, group in df.groupby("set", sort=False):
+        print(json.dumps({"set": name, "n": len(group), "ttt_steps": cfg.steps,
+                          "mean": group[cols].mean().round(4).to_dict()}))
     return 0
 
 
