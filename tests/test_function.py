@@ -253,7 +253,7 @@ def test_cli_json(cli_files, capsys):
     model_path, train, test = cli_files
     code = cli.main(["function", "--train", str(train), "--train", str(train), "--test",
                      str(test), "--model", str(model_path), "--max-test", "2", "--ttt-steps", "1",
-                     "--json"])
+                     "--grad-accum", "2", "--json"])
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in ("n_train", "n_test", "accuracy_before", "accuracy_after", "macro_f1_before",
@@ -271,3 +271,4 @@ def test_cli_malformed_header_exits_2(cli_files, tmp_path, capsys):
     assert code == 2 and len(err.splitlines()) == 1
     assert err.startswith("tttlab: error:") and "bad.fasta record 2" in err
     assert cli.main(["function", "--test", str(bad)]) == 2  # no --train
+    assert cli.main(["function", "--tps", "--max-test", "0"]) == 2
