@@ -152,6 +152,17 @@ def test_bootstrap_is_seeded_and_brackets_estimate():
     assert lo < fitness.spearman(y, after) - fitness.spearman(y, before) < hi and lo > 0
 
 
+def test_describe_gains_counts_intervals():
+    table = pd.DataFrame({"pseudo_perplexity_before": [5.0, 10.0, 15.0, 20.0],
+                          "delta_spearman": [-0.02, 0.0, 0.03, 0.05],
+                          "delta_spearman_ci_lo": [-0.04, -0.01, 0.01, 0.02],
+                          "delta_spearman_ci_hi": [-0.01, 0.01, 0.05, 0.08]})
+    text = fitness.describe_gains(table)
+    assert text.startswith("TTT raised Spearman on 2 of 4 assays, lowered it on 1, and made no "
+                           "detectable difference (95 % interval includes 0) on 1")
+    assert text.endswith("Spearman(perplexity before, change) = 1.00.")
+
+
 # ------------------------------------------------------------------------ scoring
 def test_evaluate_assay_is_pure_and_complete(tmp_path, tiny):
     model, _ = tiny
@@ -214,3 +225,31 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("tttlab: error: toy: line 7") and "\n" not in err
     assert cli.main(["fitness", "--dms", str(tmp_path / "nope.csv")]) == 2
     assert "no such DMS file" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------- plots, widget
+def test_plots_and_explorer(tmp_path, tiny):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tttlab import plots, widgets
+
+    model, _ = tiny
+    assay = load_dms(_write(tmp_path, GOOD))
+    run = fitness.score_assays(model, [assay], fitness_cfg(1), progress=False)[0]
+    ax = plots.fitness_scatter(run.variants, "score_before")
+    assert ax.get_title().startswith("Spearman ")
+    fig = plots.fitness_figure(run.variants, run.marginals_before, run.marginals_after,
+                               run.wild_type, title="toy")
+    assert len(fig.axes) >= 5
+    table = fitness.results_table([run, run, run], n_boot=20)
+    table["pseudo_perplexity_before"] += [0.0, 1.0, 2.0]
+    table["delta_spearman"] += [0.0, 0.1, 0.3]
+    ax = plots.delta_spearman_plot(table)
+    assert ax.get_xlabel() == "pseudo-perplexity before TTT" and len(ax.texts) == 3
+    widget = widgets.fitness_explorer(model, [assay], steps=1)
+    widget.update()  # what the Run button does
+    assert widget.result["assay"] == "toy" and widget.result["ttt_steps"] == 1
+    plt.close("all")

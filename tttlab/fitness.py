@@ -21,9 +21,10 @@ from .dms import (LONGER_SINGLES, MULTI_MUTANTS, SHARED_ASSAYS,  # noqa: F401 (r
 
 # --------------------------------------------------------------------------- metrics
 def spearman(y_true, y_pred) -> float:
-    """Spearman rank correlation (average ranks for ties); NaN if either input is constant."""
+    """Spearman rank correlation (average ranks for ties); NaN for fewer than 3 values or a
+    constant input."""
     a, b = rankdata(np.asarray(y_true, float)), rankdata(np.asarray(y_pred, float))
-    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+    if len(a) < 3 or a.std() == 0 or b.std() == 0:
         return float("nan")
     return float(np.corrcoef(a, b)[0, 1])
 
@@ -164,12 +165,14 @@ def score_assays(model, assays, cfg=None, method: str = "masked_marginals",
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     cfg = cfg or preset()
-    groups: dict[str, list[DMSAssay]] = {}
-    for a in assays:
-        groups.setdefault(a.wild_type, []).append(a)
-    runs = {}
-    for wt, group in tqdm(groups.items(), disable=not progress or len(groups) < 2,
-                          desc="assays"):
+    assays = list(assays)
+    groups: dict[str, list[int]] = {}
+    for i, a in enumerate(assays):
+        groups.setdefault(a.wild_type, []).append(i)
+    runs: list[FitnessRun | None] = [None] * len(assays)
+    for wt, members in tqdm(groups.items(), disable=not progress or len(groups) < 2,
+                            desc="assays"):
+        group = [assays[i] for i in members]
         start = time.perf_counter()
         mm_before = masked_marginals(model, wt)
         before = [_variant_scores(model, a, method, mm_before, progress) for a in group]
@@ -181,15 +184,15 @@ def score_assays(model, assays, cfg=None, method: str = "masked_marginals",
                 after = [_variant_scores(model, a, method, mm_after, progress) for a in group]
             history = result.table()
         seconds = time.perf_counter() - start
-        for a, b, c in zip(group, before, after):
+        for i, a, b, c in zip(members, group, before, after):
             variants = a.table[["mutant", "n_mutations", "DMS_score"]].assign(
                 score_before=b, score_after=c)
-            runs[a.name] = FitnessRun(
+            runs[i] = FitnessRun(
                 a.name, wt, method, variants, mm_before, mm_after, history,
                 pseudo_perplexity(model, wt, marginals=mm_before),
                 pseudo_perplexity(model, wt, marginals=mm_after), a.n_total, len(a.dropped),
                 cfg.steps, seconds)
-    return [runs[a.name] for a in assays]
+    return runs
 
 
 def evaluate_assay(model, dms_path, wt_fasta=None, cfg=None, method: str = "masked_marginals",
@@ -241,6 +244,20 @@ def results_table(runs, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
                 row[f"{label}_{k}"] = part.get(k)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def describe_gains(table: pd.DataFrame) -> str:
+    """One sentence on a ``results_table``: on how many assays TTT raised / lowered Spearman (the
+    paired 95 % interval of the change excludes 0) or made no detectable difference, and the
+    Spearman correlation between pseudo-perplexity before TTT and the change, across assays."""
+    lo, hi = table["delta_spearman_ci_lo"], table["delta_spearman_ci_hi"]
+    up, down = int((lo > 0).sum()), int((hi < 0).sum())
+    text = (f"TTT raised Spearman on {up} of {len(table)} assays, lowered it on {down}, and made "
+            f"no detectable difference (95 % interval includes 0) on {len(table) - up - down}")
+    if len(table) >= 3:
+        rho = spearman(table["pseudo_perplexity_before"], table["delta_spearman"])
+        text += f"; across assays, Spearman(perplexity before, change) = {rho:.2f}"
+    return text + "."
 
 
 # --------------------------------------------------------------------------------- CLI

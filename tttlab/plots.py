@@ -109,7 +109,8 @@ def delta_spearman_plot(table, ax=None):
     ax = _axes(ax, figsize=(6, 4.5))
     x, y = table["pseudo_perplexity_before"], table["delta_spearman"]
     if {"delta_spearman_ci_lo", "delta_spearman_ci_hi"} <= set(table.columns):
-        err = [y - table["delta_spearman_ci_lo"], table["delta_spearman_ci_hi"] - y]
+        err = [(y - table["delta_spearman_ci_lo"]).clip(lower=0),  # a percentile interval
+               (table["delta_spearman_ci_hi"] - y).clip(lower=0)]    # may miss the estimate
         ax.errorbar(x, y, yerr=err, fmt="none", ecolor="grey", elinewidth=1, alpha=0.7)
     multi = table["doubles_n"].fillna(0) > 0 if "doubles_n" in table else None
     style = (multi.map({True: "with doubles", False: "singles only"}).rename("assay")
