@@ -227,6 +227,9 @@ def test_cli_json(tmp_path, capsys):
     pt = tmp_path / "esm2_cli.pt"
     save_fair_esm_checkpoint(model, pt)
     pdb = str(targets.pfam40_path("2O9S_A"))
+    assert main(["contacts", "--pdb", pdb, "--model", str(pt)]) == 2  # no contact head yet
+    assert "fit-head" in capsys.readouterr().err
+    fit_head_command(str(pt), progress=False)
     assert main(["contacts", "--pdb", pdb, "--model", str(pt), "--ttt-steps", "0", "--json"]) == 0
     row = json.loads(capsys.readouterr().out.strip())
     assert row["id"] == "2O9S_A" and row["length"] == 67

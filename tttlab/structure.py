@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from . import data
-from .contact_head import fit_head_command, tokens_for
+from .contact_head import fit_head_command, regression_path, tokens_for
 from .scoring import scoring_mode
 from .targets import PFAM40_TEST, load_target, pair_indices, pfam40_path
 
@@ -256,6 +256,9 @@ def _contacts_cli(args) -> int:
 
     targets = [load_target(p, args.chain) for p in args.pdb]  # fail fast, before loading a model
     cfg = config_from_args(args)
+    if str(args.model).endswith(".pt") and not regression_path(args.model).is_file():
+        raise ValueError(f"{args.model}: no contact regression beside it; fit one with "
+                         f"`python -m tttlab.structure fit-head --model {args.model}`")
     model, _ = load_model(args.model, device=args.device)
     for target in targets:
         row = evaluate_structure(model, target, cfg=cfg, progress=not args.json)

@@ -147,7 +147,8 @@ def _dms_row(dms_id: str):
     table = pd.read_csv(data.path(DMS_MAP))
     row = table[table.dms_id == dms_id]
     if row.empty:
-        raise ValueError(f"{dms_id}: no structure listed (known: {', '.join(table.dms_id)})")
+        raise ValueError(f"{dms_id}: neither a structure file nor a DMS id of {DMS_MAP} "
+                         f"(known: {', '.join(table.dms_id)})")
     return row.iloc[0]
 
 
