@@ -170,7 +170,9 @@ def test_batched_pseudo_perplexity_equals_one_position_loop(tiny):
             t = tokens.clone()
             t[0, i + 1] = alphabet.mask_idx
             looped.append(torch.log_softmax(model(t)["logits"][0, i + 1], -1)[aa].numpy())
-    np.testing.assert_allclose(batched, np.array(looped), atol=1e-5)
+    # float32 rounding: the engine runs the last layer at the masked rows only (other kernels);
+    # the random model's logits reach ~25, so allow 1e-5 relative on top of 1e-5 absolute
+    np.testing.assert_allclose(batched, np.array(looped), rtol=1e-5, atol=1e-5)
     ppl_loop = float(np.exp(-np.mean([looped[i][STANDARD_AA.index(c)] for i, c in enumerate(seq)])))
     assert pseudo_perplexity(model, seq, batch_size=7) == pytest.approx(ppl_loop, rel=1e-5)
 

@@ -11,16 +11,30 @@ import torch
 STANDARD_AA = "ACDEFGHIKLMNPQRSTVWY"
 
 
-def standard_aa_indices(alphabet) -> torch.Tensor:
+def standard_aa_indices(alphabet, device=None) -> torch.Tensor:
     """Alphabet indices of the 20 standard amino acids, in ``STANDARD_AA`` order."""
-    return torch.tensor([alphabet.get_idx(a) for a in STANDARD_AA], dtype=torch.long)
+    return torch.tensor([alphabet.get_idx(a) for a in STANDARD_AA], dtype=torch.long,
+                        device=device)
+
+
+_AA_CACHE: dict = {}
+
+
+def _cached_aa_indices(alphabet, device) -> torch.Tensor:
+    """``standard_aa_indices`` kept on ``device`` (no host-to-device copy per micro-batch)."""
+    key = (tuple(alphabet.get_idx(a) for a in STANDARD_AA), str(device))
+    if key not in _AA_CACHE:
+        with torch.inference_mode(False):
+            _AA_CACHE[key] = torch.tensor(key[0], dtype=torch.long, device=device)
+    return _AA_CACHE[key]
 
 
 def maskable_positions(tokens: torch.Tensor, alphabet) -> torch.Tensor:
     """Boolean mask of positions holding residues (not BOS/EOS/padding/mask)."""
-    special = torch.tensor([alphabet.cls_idx, alphabet.eos_idx, alphabet.padding_idx,
-                            alphabet.mask_idx], device=tokens.device)
-    return ~torch.isin(tokens, special)
+    can = tokens != alphabet.cls_idx
+    for special in (alphabet.eos_idx, alphabet.padding_idx, alphabet.mask_idx):
+        can &= tokens != special
+    return can
 
 
 def bert_mask(tokens: torch.Tensor, alphabet, generator: torch.Generator, mask_ratio=0.15,
@@ -40,17 +54,15 @@ def bert_mask(tokens: torch.Tensor, alphabet, generator: torch.Generator, mask_r
     u = torch.rand(tokens.shape, generator=generator, device=generator.device).to(device)
     selected = (u < mask_ratio) & can
     # guarantee one selected residue per row: the row's residue with the smallest draw
+    # (branch-free, so a GPU never waits for the host)
     none = ~selected.any(dim=1) & can.any(dim=1)
-    if none.any():
-        first = torch.where(can, u, torch.full_like(u, 2.0)).argmin(dim=1)
-        selected[none, first[none]] = True
+    first = torch.where(can, u, torch.full_like(u, 2.0)).argmin(dim=1, keepdim=True)
+    selected |= torch.zeros_like(selected).scatter_(1, first, none[:, None])
     action = torch.rand(tokens.shape, generator=generator, device=generator.device).to(device)
-    aa = standard_aa_indices(alphabet).to(device)
+    aa = _cached_aa_indices(alphabet, device)
     random_aa = aa[torch.randint(len(aa), tokens.shape, generator=generator,
                                  device=generator.device).to(device)]
-    corrupted = tokens.clone()
     to_mask = selected & (action >= replace_ratio + keep_ratio)
     to_replace = selected & (action < replace_ratio)
-    corrupted[to_mask] = alphabet.mask_idx
-    corrupted[to_replace] = random_aa[to_replace]
+    corrupted = torch.where(to_replace, random_aa, tokens.masked_fill(to_mask, alphabet.mask_idx))
     return corrupted, selected

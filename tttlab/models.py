@@ -76,7 +76,8 @@ def _load_hub(name: str):
     return model, alphabet
 
 
-def load_model(name_or_path: str | Path = MINI_NAME, device=None, fast_attention: bool = True):
+def load_model(name_or_path: str | Path = MINI_NAME, device=None, fast_attention: bool = True,
+               torch_compile: bool = False):
     """Load an ESM-2 model and its alphabet, in eval mode, on ``device``.
 
     Parameters
@@ -84,7 +85,10 @@ def load_model(name_or_path: str | Path = MINI_NAME, device=None, fast_attention
     name_or_path : ``"tttlab-mini"`` (bundled, offline), a fair-esm ESM-2 name such as
         ``"esm2_t12_35M_UR50D"`` (downloaded and cached by torch.hub), or a local ``esm2*.pt`` path.
     device : ``None`` picks CUDA when available, else CPU.
-    fast_attention : use the fused attention path (identical results; attention maps still exact).
+    fast_attention : use the fast path (fused attention, one-kernel GELU; same results to ~1e-6;
+        attention maps and contacts still come from the stock module).
+    torch_compile : compile the transformer layers with ``torch.compile`` (off by default; see
+        ``set_torch_compile``).
 
     Returns
     -------
@@ -104,6 +108,8 @@ def load_model(name_or_path: str | Path = MINI_NAME, device=None, fast_attention
                          + ", ".join(ESM2_NAMES))
     model = model.eval().to(resolve_device(device))
     set_fast_attention(model, fast_attention)
+    if torch_compile:
+        set_torch_compile(model)
     return model, alphabet
 
 
@@ -142,7 +148,33 @@ def save_contact_regression(model, path: str | Path) -> None:
                  Path(path))
 
 
-# --------------------------------------------------------------------------- fast attention
+# --------------------------------------------------------------------------- fast path
+# Same arithmetic as fair-esm, fewer kernels: fused attention (no T x T matrix kept for backward),
+# rotary tables built once per length, one-kernel exact (erf) GELU. Logits agree with the stock
+# model to ~1e-6 in fp32 (tests/test_engine_equivalence.py).
+def _rotary_tables(rot, length: int, device):
+    """``cos`` and sign-folded ``sin`` (1 x T x D) for fair-esm's ``RotaryEmbedding`` ``rot``.
+
+    Cached on the module per length and device, built outside inference mode so one table serves
+    scoring and training. ``rotate_half(x) * sin == roll(x) * signed_sin`` exactly."""
+    cached = rot.__dict__.get("_fast_tables")
+    if cached is not None and cached[0] == length and cached[1].device == device:
+        return cached[1], cached[2]
+    with torch.inference_mode(False), torch.no_grad():
+        t = torch.arange(length, device=device).type_as(rot.inv_freq)
+        freqs = torch.outer(t, rot.inv_freq)
+        cos, sin = freqs.cos(), freqs.sin()
+        cos = torch.cat((cos, cos), dim=-1)[None]
+        signed = torch.cat((-sin, sin), dim=-1)[None]
+    rot._fast_tables = (length, cos, signed)
+    return cos, signed
+
+
+def _rotate(x, cos, signed):
+    """fair-esm's ``apply_rotary_pos_emb`` with ``rotate_half`` as one roll (x: ... x T x D)."""
+    return x * cos + torch.roll(x, x.shape[-1] // 2, dims=-1) * signed
+
+
 def _fast_attention_forward(self, query, key=None, value=None, key_padding_mask=None,
                             incremental_state=None, need_weights=True, static_kv=False,
                             attn_mask=None, before_softmax=False, need_head_weights=False):
@@ -159,29 +191,81 @@ def _fast_attention_forward(self, query, key=None, value=None, key_padding_mask=
     def split(x):  # (T, B, C) -> (B, H, T, D)
         return x.view(tgt_len, bsz, heads, head_dim).permute(1, 2, 0, 3)
 
-    q = split(self.q_proj(query) * self.scaling)
-    k = split(self.k_proj(query))
+    cos, signed = _rotary_tables(self.rot_emb, tgt_len, query.device)
+    q = _rotate(split(self.q_proj(query)), cos, signed)
+    k = _rotate(split(self.k_proj(query)), cos, signed)
     v = split(self.v_proj(query))
-    q, k = self.rot_emb(q, k)
     mask = None
     if key_padding_mask is not None:
         mask = ~key_padding_mask.bool()[:, None, None, :]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0,
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling,
                                          dropout_p=self.dropout if self.training else 0.0)
     out = out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, embed_dim)
     return self.out_proj(out), None
 
 
-def set_fast_attention(model, enabled: bool = True):
-    """Switch every fair-esm attention module of ``model`` to (or back from) the fused path."""
+def _fast_layer_forward(self, x, self_attn_mask=None, self_attn_padding_mask=None,
+                        need_head_weights=False):
+    """fair-esm's ``TransformerLayer.forward`` with ``F.gelu`` (exact erf form, one kernel); the
+    stock forward when attention maps are asked for, so maps and contacts stay bit-identical."""
+    if need_head_weights:
+        return type(self).forward(self, x, self_attn_mask, self_attn_padding_mask, True)
+    h = self.self_attn_layer_norm(x)
+    h, attn = self.self_attn(query=h, key=h, value=h, key_padding_mask=self_attn_padding_mask,
+                             need_weights=True, need_head_weights=need_head_weights,
+                             attn_mask=self_attn_mask)
+    x = x + h
+    x = x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))
+    return x, attn
+
+
+def _fast_lm_head_forward(self, features):
+    """fair-esm's ``RobertaLMHead.forward`` with ``F.gelu`` and the bias fused into the matmul."""
+    return F.linear(self.layer_norm(F.gelu(self.dense(features))), self.weight, self.bias)
+
+
+def _layer_at_rows(layer, x, rows, key_padding_mask=None):
+    """One fair-esm ``TransformerLayer`` evaluated at ``rows`` only: x (T x B x C) -> (B x k x C)
+    with rows (B x k) token indices. Keys and values still come from every token, so the output
+    equals ``layer(x)[0][rows]``; the queries, attention output and feed-forward run on k rows."""
+    attn = layer.self_attn
+    length, bsz, dim = x.shape
+    heads, head_dim = attn.num_heads, attn.head_dim
+    index = rows.transpose(0, 1)[..., None].expand(-1, -1, dim)  # k x B x C
+    h = layer.self_attn_layer_norm(x)
+    cos, signed = _rotary_tables(attn.rot_emb, length, x.device)
+    q = attn.q_proj(h.gather(0, index)).view(-1, bsz, heads, head_dim).permute(1, 2, 0, 3)
+    q = _rotate(q, cos[0, rows][:, None], signed[0, rows][:, None])
+    k = attn.k_proj(h).view(length, bsz, heads, head_dim).permute(1, 2, 0, 3)
+    v = attn.v_proj(h).view(length, bsz, heads, head_dim).permute(1, 2, 0, 3)
+    mask = None if key_padding_mask is None else ~key_padding_mask.bool()[:, None, None, :]
+    out = F.scaled_dot_product_attention(q, _rotate(k, cos, signed), v, attn_mask=mask,
+                                         scale=attn.scaling)
+    out = x.gather(0, index).transpose(0, 1) + attn.out_proj(
+        out.transpose(1, 2).reshape(bsz, -1, dim))
+    return out + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(out))))
+
+
+def _fast_modules(model):
+    """(module, fast forward) for every module the fast path replaces."""
+    from esm.modules import RobertaLMHead, TransformerLayer
     from esm.multihead_attention import MultiheadAttention
 
+    fast = {MultiheadAttention: _fast_attention_forward, TransformerLayer: _fast_layer_forward,
+            RobertaLMHead: _fast_lm_head_forward}
     for module in model.modules():
-        if isinstance(module, MultiheadAttention):
-            if enabled:
-                module.forward = types.MethodType(_fast_attention_forward, module)
-            elif "forward" in module.__dict__:
-                del module.forward
+        if type(module) in fast:
+            yield module, fast[type(module)]
+
+
+def set_fast_attention(model, enabled: bool = True):
+    """Switch ``model`` to (or back from) the fast path: fused attention, cached rotary tables,
+    one-kernel GELU. Attention maps and contacts are still computed by the stock module."""
+    for module, forward in _fast_modules(model):
+        if enabled:
+            module.forward = types.MethodType(forward, module)
+        elif "forward" in module.__dict__:
+            del module.forward
     return model
 
 
@@ -190,3 +274,21 @@ def uses_fast_attention(model) -> bool:
     from esm.multihead_attention import MultiheadAttention
 
     return any("forward" in m.__dict__ for m in model.modules() if isinstance(m, MultiheadAttention))
+
+
+def set_torch_compile(model, enabled: bool = True, **options):
+    """Compile every transformer layer of ``model`` in place with ``torch.compile`` (``options``
+    are passed on, e.g. ``mode="max-autotune"``); ``enabled=False`` undoes it.
+
+    Off by default: compiling costs tens of seconds per new sequence length and shape, pays off
+    for long TTT runs on a GPU, and needs a C++ compiler on CPU. Results match eager to rounding.
+    """
+    from esm.modules import TransformerLayer
+
+    for module in model.modules():
+        if isinstance(module, TransformerLayer):
+            if enabled:
+                module.compile(**options)
+            else:
+                module._compiled_call_impl = None
+    return model

@@ -84,18 +84,34 @@ def window_start(pos: int, length: int, window: int) -> int:
     return max(0, pos - window // 2)
 
 
+#: masked copies per forward pass on CPU, where 4-16 cost the same per copy
+#: (measured with benchmarks/bench_engine.py)
+CPU_BATCH = 8
+
+
 def _default_batch(model, tokens_per_row: int) -> int:
+    """Masked copies per pass: ``CPU_BATCH`` on CPU; on CUDA as many as half the free memory
+    holds, from an upper estimate of one row's live activations (hidden states, feed-forward and,
+    should SDPA fall back to its math kernel, the heads x T x T attention scores, all fp32)."""
     device = model_device(model)
     if device.type != "cuda":
-        return 8  # on CPU batch size barely matters; keeps memory small
+        return CPU_BATCH
     free, _ = torch.cuda.mem_get_info(device)
-    per_row = tokens_per_row * model.embed_dim * 4 * 40  # generous activation estimate (bytes)
+    width = 16 * model.embed_dim + 2 * model.attention_heads * tokens_per_row  # floats per token
+    per_row = 4 * tokens_per_row * width
     return int(max(1, min(512, free * 0.5 // per_row)))
 
 
-def _final_hidden(model, tokens):
-    """ESM-2 forward up to the final layer norm (B x T x C): ``model(tokens)`` without the LM head,
-    so scoring can apply the head to the masked rows only."""
+def _final_hidden(model, tokens, rows=None, padded=None):
+    """ESM-2 forward up to the final layer norm: ``model(tokens)`` without the LM head, so scoring
+    can apply the head to the masked rows only.
+
+    Returns B x T x C, or with ``rows`` (B x k token indices) only those rows, B x k x C: the last
+    layer then runs its queries and feed-forward on those rows alone (same values, less work).
+    ``padded=False`` promises ``tokens`` hold no padding (skips a check that syncs a GPU).
+    """
+    from .models import _layer_at_rows
+
     padding_mask = tokens.eq(model.padding_idx)
     x = model.embed_scale * model.embed_tokens(tokens)
     if model.token_dropout:
@@ -103,49 +119,87 @@ def _final_hidden(model, tokens):
         src_lengths = (~padding_mask).sum(-1)
         observed = (tokens == model.mask_idx).sum(-1).to(x.dtype) / src_lengths
         x = x * (1 - 0.15 * 0.8) / (1 - observed)[:, None, None]
-    x = x * (1 - padding_mask.unsqueeze(-1).type_as(x))
+    if padded is None:
+        padded = bool(padding_mask.any())
+    pad = padding_mask if padded else None
+    if padded:
+        x = x * (1 - padding_mask.unsqueeze(-1).type_as(x))
     x = x.transpose(0, 1)
-    pad = padding_mask if padding_mask.any() else None
-    for layer in model.layers:
+    layers = model.layers if rows is None else model.layers[:-1]
+    for layer in layers:
         x, _ = layer(x, self_attn_padding_mask=pad, need_head_weights=False)
-    return model.emb_layer_norm_after(x).transpose(0, 1)
+    if rows is None:
+        return model.emb_layer_norm_after(x).transpose(0, 1)
+    return model.emb_layer_norm_after(_layer_at_rows(model.layers[-1], x, rows, pad))
 
 
 # ------------------------------------------------------------------------ marginals
+def _window_groups(seq: str, model):
+    """(start, 0-based positions scored in the window starting there) for ``seq``."""
+    window = min(len(seq), max_residues(model))
+    starts = [window_start(i, len(seq), window) for i in range(len(seq))]
+    return window, [(s, [i for i, t in enumerate(starts) if t == s]) for s in sorted(set(starts))]
+
+
 def masked_marginals(model, seq: str, batch_size: int | None = None, progress: bool = False,
                      amp: bool = True) -> np.ndarray:
     """L x 20 array of log p(aa | sequence with position i masked), columns in ``STANDARD_AA`` order.
 
-    Every position gets its own masked copy; copies are batched ``batch_size`` at a time (default: 8
-    on CPU, memory-aware on CUDA). Proteins longer than the model context are scored in
-    ProteinGym's sliding windows. Log-probabilities are normalised over the model's whole vocabulary.
+    Every position gets its own masked copy; copies are batched ``batch_size`` at a time (default:
+    ``CPU_BATCH`` on CPU, memory-aware on CUDA). Proteins longer than the model context are scored
+    in ProteinGym's sliding windows. Log-probabilities are normalised over the model's whole
+    vocabulary.
     """
+    return _marginals(model, seq, None, batch_size, progress, amp)
+
+
+def approx_masked_marginals(model, seq: str, spacing: int = 16, batch_size: int | None = None,
+                            progress: bool = False, amp: bool = True) -> np.ndarray:
+    """Approximate ``masked_marginals``: each copy masks every ``spacing``-th residue at once
+    (i, i + spacing, ...), so a window needs ``spacing`` copies instead of one per residue.
+
+    Each residue's neighbours within ``spacing - 1`` stay visible; more distant context is
+    partly masked, so values differ from the exact ones (``spacing >= len(seq)`` is exact).
+    Not used by default; benchmarks/bench_engine.py reports its rank agreement with the exact
+    scores over all single mutants of TEM-1.
+    """
+    if not isinstance(spacing, int) or spacing < 1:
+        raise ValueError(f"spacing must be a positive integer, got {spacing!r}")
+    return _marginals(model, seq, spacing, batch_size, progress, amp)
+
+
+def _marginals(model, seq, spacing, batch_size, progress, amp):
+    from tqdm.auto import tqdm
+
     seq = check_sequence(seq)
     alphabet = model.alphabet
     device = model_device(model)
     aa_idx = torch.tensor([alphabet.get_idx(a) for a in STANDARD_AA], device=device)
-    window = min(len(seq), max_residues(model))
-    starts = [window_start(i, len(seq), window) for i in range(len(seq))]
+    window, groups = _window_groups(seq, model)
     batch_size = batch_size or _default_batch(model, window + 2)
-    out = torch.empty(len(seq), len(STANDARD_AA), dtype=torch.float32)
-    from tqdm.auto import tqdm
-
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     bar = tqdm(total=len(seq), disable=not progress, desc="masked marginals", leave=False)
     with scoring_mode(model, amp):
-        for start in sorted(set(starts)):
+        out = torch.empty(len(seq), len(STANDARD_AA), device=device)
+        for start, positions in groups:
             tokens = encode(alphabet, seq[start:start + window], device)
-            positions = [i for i, s in enumerate(starts) if s == start]
-            for chunk in range(0, len(positions), batch_size):
-                pos = torch.tensor(positions[chunk:chunk + batch_size], device=device)
-                rows = torch.arange(len(pos), device=device)
-                batch = tokens.repeat(len(pos), 1)
-                batch[rows, pos - start + 1] = alphabet.mask_idx
-                hidden = _final_hidden(model, batch)[rows, pos - start + 1]
-                logp = torch.log_softmax(model.lm_head(hidden).float(), dim=-1)
-                out[pos.cpu()] = logp[:, aa_idx].cpu()
-                bar.update(len(pos))
+            if spacing is None:  # one masked residue per copy
+                copies = [[p] for p in positions]
+            else:  # residues `spacing` apart share a copy; pad rows by repeating the first
+                copies = [positions[j::spacing] for j in range(min(spacing, len(positions)))]
+            width = max(len(c) for c in copies)
+            pos = torch.tensor([c + c[:1] * (width - len(c)) for c in copies], device=device)
+            for chunk, n in zip(pos.split(batch_size), torch.tensor(
+                    [len(c) for c in copies]).split(batch_size)):
+                cols = chunk - start + 1  # token columns of the masked residues
+                batch = tokens.repeat(len(chunk), 1).scatter_(1, cols, alphabet.mask_idx)
+                hidden = _final_hidden(model, batch, rows=cols, padded=False)
+                logp = torch.log_softmax(model.lm_head(hidden).float(), dim=-1)[..., aa_idx]
+                out[chunk.flatten()] = logp.flatten(0, 1)  # repeated rows rewrite equal values
+                bar.update(int(n.sum()))
     bar.close()
-    return out.numpy()
+    return out.cpu().numpy()
 
 
 def wt_marginals(model, seq: str, amp: bool = True) -> np.ndarray:
@@ -154,16 +208,15 @@ def wt_marginals(model, seq: str, amp: bool = True) -> np.ndarray:
     alphabet = model.alphabet
     device = model_device(model)
     aa_idx = torch.tensor([alphabet.get_idx(a) for a in STANDARD_AA], device=device)
-    window = min(len(seq), max_residues(model))
-    starts = [window_start(i, len(seq), window) for i in range(len(seq))]
-    out = torch.empty(len(seq), len(STANDARD_AA))
+    window, groups = _window_groups(seq, model)
     with scoring_mode(model, amp):
-        for start in sorted(set(starts)):
+        out = torch.empty(len(seq), len(STANDARD_AA), device=device)
+        for start, positions in groups:
             tokens = encode(alphabet, seq[start:start + window], device)[None]
-            logp = torch.log_softmax(model.lm_head(_final_hidden(model, tokens)[0]).float(), -1)
-            for i in (i for i, s in enumerate(starts) if s == start):
-                out[i] = logp[i - start + 1, aa_idx].cpu()
-    return out.numpy()
+            pos = torch.tensor(positions, device=device)
+            hidden = _final_hidden(model, tokens, padded=False)[0, pos - start + 1]
+            out[pos] = torch.log_softmax(model.lm_head(hidden).float(), -1)[:, aa_idx]
+    return out.cpu().numpy()
 
 
 def wild_type_log_probs(marginals: np.ndarray, seq: str) -> np.ndarray:

@@ -86,6 +86,7 @@ def _remove_lora(model) -> None:
         for child_name, child in list(module.named_children()):
             if hasattr(child, "base_layer") and hasattr(child, "lora_A"):
                 setattr(module, child_name, child.base_layer)
+    model.__dict__.pop("peft_config", None)  # peft's record of the adapters it injected
 
 
 def trainable_parameters(model, cfg: TTTConfig) -> list[torch.nn.Parameter]:
@@ -120,6 +121,18 @@ def _loss(model, tokens, cfg, generator):
     return F.cross_entropy(logits.flatten(0, 1), tokens.flatten())  # every token, BOS/EOS too
 
 
+def _rows_per_pass(model, cfg: TTTConfig, length: int, device) -> int:
+    """Masked copies per forward/backward pass: ``cfg.batch_size`` on CPU; on CUDA the whole
+    optimiser step, or as many rows as 60 % of the free memory holds (upper estimate: 80 bytes
+    per token, channel and layer of saved activations)."""
+    per_step = cfg.batch_size * cfg.grad_accum_steps
+    if device.type != "cuda":
+        return cfg.batch_size
+    free, _ = torch.cuda.mem_get_info(device)
+    per_row = 80 * length * model.embed_dim * (model.num_layers + 1)
+    return int(max(1, min(per_step, free * 0.6 // per_row)))
+
+
 def customize(model, sequence: str, cfg: TTTConfig | None = None, progress: bool = True,
               callback=None, **overrides) -> TTTResult:
     """Fine-tune ``model`` in place on ``sequence`` (test-time training).
@@ -150,6 +163,7 @@ def customize(model, sequence: str, cfg: TTTConfig | None = None, progress: bool
     device = model_device(model)
     tokens = encode(model.alphabet, sequence, device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    requires = {p: p.requires_grad for p in model.parameters()}  # restored on exit
     if cfg.trainable == "lora":
         params = _add_lora(model, cfg)
         for p in model.parameters():
@@ -159,7 +173,6 @@ def customize(model, sequence: str, cfg: TTTConfig | None = None, progress: bool
     else:
         params = trainable_parameters(model, cfg)
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    requires = {p: p.requires_grad for p in model.parameters()}
     keep = {id(p) for p in params}
     for p in model.parameters():
         p.requires_grad_(id(p) in keep)
@@ -180,10 +193,11 @@ def customize(model, sequence: str, cfg: TTTConfig | None = None, progress: bool
             model.train()
         result.history.append(entry)
 
-    # rows per forward pass: the published micro-batch on CPU; on CUDA the whole step at once
-    # (same mean loss, same gradient up to rounding, far fewer kernel launches)
+    # rows per forward pass: the published micro-batch on CPU (4-8 rows per pass cost least per
+    # row there, benchmarks/bench_engine.py); on CUDA the whole step at once (same mean loss, same
+    # gradient up to rounding, far fewer kernel launches)
     per_step = cfg.batch_size * cfg.grad_accum_steps
-    rows = per_step if device.type == "cuda" else cfg.batch_size
+    rows = _rows_per_pass(model, cfg, min(tokens.numel(), cfg.crop_size), device)
     model.train()
     try:
         record(0, None)

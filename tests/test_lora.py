@@ -1,0 +1,77 @@
+"""TTT with LoRA adapters (``trainable="lora"``, peft ``inject_adapter_in_model``): adapters train,
+the base weights do not, and ``customized`` leaves the model exactly as it found it."""
+
+import pytest
+import torch
+
+from tttlab.scoring import pseudo_perplexity
+from tttlab.config import preset
+from tttlab.ttt import LORA_TARGETS, _add_lora, customized, reset_lora, snapshot
+
+pytest.importorskip("peft")
+
+UBQ = "MQIFVKTLTGKTITLEVEPSDTIENVKAKIQDKEGIPPDQQRLIFAGKQLEDGRTLSDYNIQKESTLHLVLRLRGG"
+LORA = dict(trainable="lora", steps=2, batch_size=2, grad_accum_steps=2, lr=0.5)
+
+
+def lora_modules(model):
+    return [n for n, m in model.named_modules() if hasattr(m, "lora_A")]
+
+
+def test_customized_lora_leaves_model_bit_identical(tiny):
+    model, alphabet = tiny
+    before = snapshot(model)
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    tokens = torch.tensor([[alphabet.cls_idx] + [alphabet.get_idx(c) for c in UBQ[:30]]
+                           + [alphabet.eos_idx]])
+    with torch.no_grad():
+        logits = model(tokens)["logits"]
+    with customized(model, UBQ, progress=False, **LORA):
+        assert len(lora_modules(model)) == len(LORA_TARGETS) * model.num_layers
+        with torch.no_grad():
+            assert not torch.allclose(model(tokens)["logits"], logits)
+    assert lora_modules(model) == [] and not hasattr(model, "peft_config")
+    assert set(model.state_dict()) == set(before)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    assert model.lm_head.weight is model.embed_tokens.weight
+    assert all(type(layer.self_attn.q_proj) is torch.nn.Linear for layer in model.layers)
+    with torch.no_grad():
+        assert torch.equal(model(tokens)["logits"], logits)
+
+
+def test_lora_trains_adapters_only(tiny):
+    model, _ = tiny
+    before = snapshot(model)
+    with customized(model, UBQ, progress=False, **LORA) as result:
+        base = {k: v for k, v in model.state_dict().items() if "lora_" not in k}
+        adapters = {k: v for k, v in model.state_dict().items() if "lora_B" in k}
+        assert all(torch.equal(v, before[k.replace("base_layer.", "")]) for k, v in base.items())
+        assert adapters and all(v.abs().sum() > 0 for v in adapters.values())  # B starts at 0
+        assert result.history[-1]["loss"] < result.history[1]["loss"]
+
+
+def test_fresh_adapters_do_not_change_the_model(tiny):
+    model, alphabet = tiny
+    tokens = torch.tensor([[alphabet.cls_idx] + [alphabet.get_idx(c) for c in UBQ]
+                           + [alphabet.eos_idx]])
+    with torch.no_grad():
+        logits = model(tokens)["logits"]
+        try:
+            _add_lora(model, preset(trainable="lora"))
+            torch.testing.assert_close(model(tokens)["logits"], logits, rtol=0, atol=1e-6)
+        finally:
+            reset_lora(model)
+    assert lora_modules(model) == []
+
+
+def test_lora_lowers_pseudo_perplexity_of_its_protein(mini):
+    """With plain SGD a rank-8 adapter needs a far larger learning rate than full fine-tuning
+    (the published 4e-4 moves tttlab-mini's pseudo-perplexity by < 0.01 %); lr 1 lowers it."""
+    model, _ = mini
+    before = pseudo_perplexity(model, UBQ)
+    with customized(model, UBQ, progress=False, trainable="lora", lr=1.0, steps=3,
+                    batch_size=4, grad_accum_steps=2):
+        after = pseudo_perplexity(model, UBQ)
+    assert after < before
+    assert pseudo_perplexity(model, UBQ) == pytest.approx(before, rel=1e-6)
