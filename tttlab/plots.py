@@ -256,14 +256,22 @@ def confusion_heatmap(confusion, ax=None, title: str | None = None):
 
 def probability_change(table, ax=None):
     """Per protein: change of the true-class probability after TTT (``delta_p_true``) against the
-    pseudo-perplexity before TTT (``ppl_before``, log axis), coloured by ``label``."""
+    pseudo-perplexity before TTT (``ppl_before``; log axis when it spans more than 3-fold),
+    coloured by ``label``."""
     ax = _axes(ax, (6, 4))
-    sns.scatterplot(data=table, x="ppl_before", y="delta_p_true", hue="label", ax=ax, s=40)
+    labels = sorted(table["label"].unique())
+    sns.scatterplot(data=table, x="ppl_before", y="delta_p_true", hue="label", hue_order=labels,
+                    palette=_label_colours(labels), ax=ax, s=40)
     ax.axhline(0, color="grey", lw=1, zorder=0)
-    ax.set_xscale("log")
+    if table["ppl_before"].max() > 3 * table["ppl_before"].min():
+        ax.set_xscale("log")
     ax.set(xlabel="pseudo-perplexity before TTT", ylabel="change of true-class probability")
     ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left", frameon=False)
     return ax
+
+
+def _label_colours(labels):
+    return dict(zip(labels, sns.color_palette("tab10", len(labels))))
 
 
 def embedding_shift(points, ax=None):
@@ -272,9 +280,9 @@ def embedding_shift(points, ax=None):
     ax = _axes(ax, (6, 5))
     train, test = points[points["set"] == "train"], points[points["set"] == "test"]
     labels = sorted(points["label"].unique())
-    palette = dict(zip(labels, sns.color_palette("colorblind", len(labels))))
-    sns.scatterplot(data=train, x="pc1", y="pc2", hue="label", palette=palette, alpha=0.25,
-                    s=12, linewidth=0, ax=ax)
+    palette = _label_colours(labels)
+    sns.scatterplot(data=train, x="pc1", y="pc2", hue="label", hue_order=labels, palette=palette,
+                    alpha=0.35, s=12, linewidth=0, ax=ax)
     for row in test.itertuples():
         ax.annotate("", xy=(row.pc1_after, row.pc2_after), xytext=(row.pc1, row.pc2),
                     arrowprops={"arrowstyle": "->", "color": palette[row.label], "lw": 1.5})
