@@ -36,8 +36,13 @@ def test_run_sweep_generic(tmp_path):
         (tmp_path / f"{name}.txt").write_text(text)
         tasks.append((name, tmp_path / f"{name}.txt"))
     out = tmp_path / "out"
-    table = sweep.run_sweep(tasks, square_task, out, kwargs={"power": 3}, settings={"p": 3},
-                            workers=2, progress=False)
+    from distributed import LocalCluster
+
+    # an existing cluster reached by its address, as with --scheduler tcp://host:8786
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster:
+        table = sweep.run_sweep(tasks, square_task, out, kwargs={"power": 3},
+                                settings={"p": 3}, scheduler=cluster.scheduler_address,
+                                progress=False)
     assert table.attrs["submitted"] == 3
     rows = table.set_index("task_id")
     assert rows.loc["a", "result"] == 27 and rows.loc["b", "result"] == 64
@@ -62,3 +67,68 @@ def test_run_sweep_generic(tmp_path):
     # results made with other settings are never silently reused
     with pytest.raises(ValueError, match="other|not"):
         sweep.run_sweep(tasks, square_task, out, settings={"p": 2}, progress=False)
+
+
+ORIGINAL_ASSAYS = ("BLAT_ECOLX_Stiffler_2015", "SPG1_STRSG_Olson_2014",
+                   "TADBP_HUMAN_Bolognesi_2019", "A4_HUMAN_Seuma_2022")
+
+
+@pytest.fixture(scope="module")
+def small_dms_dir(tmp_path_factory, data_dir):
+    """The four original shared assays, 30 random substitution variants each (stop codons left
+    out: they are not scored), plus one malformed assay."""
+    folder = tmp_path_factory.mktemp("dms")
+    for name in ORIGINAL_ASSAYS:
+        table = pd.read_csv(data_dir / "dms" / f"{name}.csv.gz", nrows=3000)
+        table = table[~table["mutant"].str.contains("*", regex=False)]
+        table.sample(30, random_state=0).to_csv(folder / f"{name}.csv", index=False)
+        fasta = (data_dir / "dms" / f"{name}.wt.fasta").read_text()
+        (folder / f"{name}.wt.fasta").write_text(fasta)
+    (folder / "BROKEN.csv").write_text("mutant,DMS_score\nW9999Q,1.0\nnot-a-mutant,2.0\n")
+    (folder / "BROKEN.wt.fasta").write_text(">broken\nMKTAYIAKQR\n")
+    with gzip.open(folder / "notes.csv.gz", "wt") as handle:  # no wt.fasta: not an assay
+        handle.write("a,b\n1,2\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory, tiny):
+    """The random 2-layer test model as a fair-esm checkpoint file (the sweep loads by path)."""
+    from tttlab.models import save_fair_esm_checkpoint
+
+    path = tmp_path_factory.mktemp("models") / "esm2_tiny.pt"
+    save_fair_esm_checkpoint(tiny[0], path)
+    return str(path)
+
+
+def test_sweep_fitness_resumes_and_reports_errors(small_dms_dir, tiny_checkpoint, tmp_path,
+                                                  monkeypatch):
+    pytest.importorskip("tttlab.fitness").evaluate_assay
+    out = tmp_path / "fitness"
+    kwargs = dict(model=tiny_checkpoint, ttt_steps=1, workers=2, progress=False)
+    table = sweep.sweep_fitness(small_dms_dir, out, **kwargs)
+    assert table.attrs["submitted"] == 5
+    rows = table.set_index("task_id")
+    assert set(rows.index) == set(ORIGINAL_ASSAYS) | {"BROKEN"}
+    assert (rows.loc[list(ORIGINAL_ASSAYS), "status"] == "ok").all()
+    for name in ORIGINAL_ASSAYS:
+        result = json.loads((out / f"{name}.json").read_text())["result"]
+        assert result["assay"] == name and result["n_variants"] == 30 and result["ttt_steps"] == 1
+        assert rows.loc[name, "delta_spearman"] == pytest.approx(
+            rows.loc[name, "spearman_after"] - rows.loc[name, "spearman_before"], abs=1e-3)
+    assert rows.loc["SPG1_STRSG_Olson_2014", "doubles_n"] == 30  # results_table columns
+    assert (out / "delta_spearman_vs_perplexity.png").stat().st_size > 0
+    assert rows.loc["BROKEN", "status"] == "error"
+    assert rows.loc["BROKEN", "error_type"] == "ValueError"
+    error = json.loads((out / "BROKEN.error.json").read_text())
+    assert error["error_message"] and "\n" not in error["error_message"]
+    saved = pd.read_csv(out / "summary.csv")
+    assert len(saved) == 5 and (saved["status"] == "ok").sum() == 4
+
+    # second run (keeping the recorded error): no task submitted, no file rewritten, same table
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
+    monkeypatch.setattr(sweep, "_client", None)  # starting a cluster would now fail
+    again = sweep.sweep_fitness(small_dms_dir, out, retry_failed=False, **kwargs)
+    assert again.attrs["submitted"] == 0
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")} == mtimes
+    assert again.equals(table)

@@ -7,11 +7,13 @@ Rocklin, SciPy 2015).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
 import traceback
 import uuid
+import warnings
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -170,6 +172,12 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
+def scalar_columns(result: dict) -> dict:
+    """The default summary columns of one result: its scalar (number, text, bool, None) values."""
+    return {k: v for k, v in result.items()
+            if isinstance(v, (int, float, str, bool)) or v is None}
+
+
 @contextmanager
 def _client(scheduler: str | None, workers: int | None, gpu: bool, n_tasks: int):
     """A ``Client`` on ``scheduler``, or on a fresh LocalCluster (one single-threaded worker
@@ -187,14 +195,17 @@ def _client(scheduler: str | None, workers: int | None, gpu: bool, n_tasks: int)
     else:
         default = os.cpu_count() or 1
     n = max(1, min(workers or default, n_tasks))
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                      resources={"GPU": 1} if gpu else None) as cluster, Client(cluster) as client:
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                           dashboard_address=":0", silence_logs=logging.ERROR,
+                           resources={"GPU": 1} if gpu else None)
+    with cluster, Client(cluster) as client:
         yield client
 
 
 def run_sweep(tasks, func, out, kwargs: dict | None = None, settings: dict | None = None,
               scheduler: str | None = None, workers: int | None = None, gpu: bool = False,
-              retry_failed: bool = True, progress: bool = True) -> pd.DataFrame:
+              retry_failed: bool = True, progress: bool = True,
+              columns=scalar_columns) -> pd.DataFrame:
     """Run ``func(path, **kwargs)`` for every ``(task_id, path)`` on Dask workers, resumably.
 
     Parameters
@@ -212,6 +223,7 @@ def run_sweep(tasks, func, out, kwargs: dict | None = None, settings: dict | Non
     gpu : submit every task with ``resources={"GPU": 1}`` so a GPU worker runs one at a time.
     retry_failed : rerun tasks that have only an error file (default); ``False`` keeps the error.
     progress : ``tqdm.auto`` bar advancing as tasks finish.
+    columns : ``f(result) -> dict`` of summary columns (default: the result's scalars).
 
     Returns
     -------
@@ -240,6 +252,10 @@ def run_sweep(tasks, func, out, kwargs: dict | None = None, settings: dict | Non
     if pending:
         with _client(scheduler, workers, gpu, len(pending)) as client:
             resources = {"GPU": 1} if gpu else None
+            if gpu and not any((w.get("resources") or {}).get("GPU") for w in
+                               client.scheduler_info()["workers"].values()):
+                warnings.warn("--gpu: no worker offers a 'GPU' resource yet; the tasks wait "
+                              "for one (start workers with --resources GPU=1)", stacklevel=2)
             futures = {}
             for task_id, path in pending:
                 future = client.submit(_run_task, func, str(path), kwargs or {}, pure=False,
@@ -264,7 +280,7 @@ def run_sweep(tasks, func, out, kwargs: dict | None = None, settings: dict | Non
                 if ok:
                     (out / f"{task_id}.error.json").unlink(missing_ok=True)
                 bar.set_postfix_str(f"{task_id}: {record['status']}")
-    table = summarize(out, ids)
+    table = summarize(out, ids, columns)
     table.attrs["submitted"] = len(pending)
     tmp = out / f".{SUMMARY_NAME}.tmp"
     table.to_csv(tmp, index=False)
@@ -272,10 +288,10 @@ def run_sweep(tasks, func, out, kwargs: dict | None = None, settings: dict | Non
     return table
 
 
-def summarize(out, ids=None) -> pd.DataFrame:
+def summarize(out, ids=None, columns=scalar_columns) -> pd.DataFrame:
     """One row per task of ``out`` (``ids``, default: every result or error file): task_id,
-    status, wall_seconds, finished_at, every scalar of the task's result, error_type and
-    error_message."""
+    status, wall_seconds, finished_at, the result's ``columns(result)`` (default: its scalars),
+    error_type and error_message."""
     out = Path(out)
     if ids is None:
         names = [p.name for p in out.glob("*.json") if not p.name.startswith(".")]
@@ -289,9 +305,9 @@ def summarize(out, ids=None) -> pd.DataFrame:
             continue
         row = {k: record.get(k) for k in ("task_id", "status", "wall_seconds", "finished_at")}
         row["task_id"] = task_id
-        for key, value in (record.get("result") or {}).items():
-            if key not in row and (isinstance(value, (int, float, str, bool)) or value is None):
-                row[key] = value
+        if record.get("result"):
+            for key, value in columns(record["result"]).items():
+                row.setdefault(key, value)
         row["error_type"] = record.get("error_type")
         row["error_message"] = record.get("error_message")
         rows.append(row)
@@ -356,41 +372,56 @@ def sweep_fitness(dms_dir, out, model: str = "tttlab-mini", ttt_steps: int = 30,
                       kwargs=dict(model=str(model), device=device, cfg=cfg, method=method,
                                   max_variants=max_variants, seed=seed),
                       settings=settings, scheduler=scheduler, workers=workers, gpu=gpu,
-                      retry_failed=retry_failed, progress=progress)
+                      retry_failed=retry_failed, progress=progress, columns=_fitness_columns)
     if plot:
-        _fitness_plot(table, Path(out))
+        _save_plot(table, Path(out), "delta_spearman_plot", "delta_spearman_vs_perplexity")
     return table
 
 
 def sweep_contacts(pdb_dir, out, model: str = "tttlab-mini", ttt_steps: int = 30,
                    seed: int = 0, device=None, only=None, limit: int | None = None,
                    scheduler: str | None = None, workers: int | None = None, gpu: bool = False,
-                   retry_failed: bool = True, progress: bool = True) -> pd.DataFrame:
+                   retry_failed: bool = True, progress: bool = True,
+                   plot: bool = True) -> pd.DataFrame:
     """Contact precision before/after TTT for every structure of ``pdb_dir`` (see
     ``find_structures``), one Dask task per file, resumable (see ``run_sweep``); ``only`` (file
-    stems such as ``1AQT_A``) and ``limit`` select structures."""
+    stems such as ``1AQT_A``) and ``limit`` select structures. With ``plot`` the long-range
+    precision at L before vs after TTT is saved as ``out/contacts_before_after.png``."""
     from .config import preset
 
     tasks = _select(find_structures(pdb_dir), only, limit)
     cfg = preset(str(model), steps=ttt_steps, seed=seed)
-    return run_sweep(tasks, contacts_task, out,
-                     kwargs=dict(model=str(model), device=device, cfg=cfg),
-                     settings=_settings(model, ttt_steps, seed), scheduler=scheduler,
-                     workers=workers, gpu=gpu, retry_failed=retry_failed, progress=progress)
+    table = run_sweep(tasks, contacts_task, out,
+                      kwargs=dict(model=str(model), device=device, cfg=cfg),
+                      settings=_settings(model, ttt_steps, seed), scheduler=scheduler,
+                      workers=workers, gpu=gpu, retry_failed=retry_failed, progress=progress)
+    if plot:
+        _save_plot(table, Path(out), "before_after", "contacts_before_after")
+    return table
 
 
-def _fitness_plot(table: pd.DataFrame, out: Path) -> str | None:
-    """Spearman change vs pseudo-perplexity of the finished assays, if the plot helper exists."""
-    from . import plots
+def _fitness_columns(result: dict) -> dict:
+    """Summary columns of one fitness result: ``tttlab.fitness.results_table``'s row (intervals
+    as ``_lo``/``_hi``, singles/doubles), or its scalars if the result has another shape."""
+    from .fitness import results_table
 
-    helper = getattr(plots, "delta_spearman_vs_perplexity", None)
-    ok = table[table["status"] == "ok"] if "status" in table else table
-    if helper is None or ok.empty:
-        return None
+    try:
+        return results_table([result]).iloc[0].to_dict()
+    except (KeyError, TypeError, ValueError):
+        return scalar_columns(result)
+
+
+def _save_plot(table: pd.DataFrame, out: Path, helper: str, name: str) -> str | None:
+    """``tttlab.plots.<helper>`` of the finished tasks, saved as ``out/<name>.png``."""
     import matplotlib.pyplot as plt
 
-    ax = helper(ok)
-    path = plots.save_figure(ax, "delta_spearman_vs_perplexity", folder=out)
+    from . import plots
+
+    ok = table[table["status"] == "ok"]
+    if ok.empty or not hasattr(plots, helper):
+        return None
+    ax = getattr(plots, helper)(ok)
+    path = plots.save_figure(ax, name, folder=out)
     plt.close(ax.figure)
     return path
 
@@ -414,6 +445,7 @@ def _add_sweep_args(p) -> None:
     p.add_argument("--no-retry-failed", dest="retry_failed", action="store_false",
                    help="keep earlier errors instead of rerunning failed tasks")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-plot", action="store_true", help="skip the summary figure")
 
 
 def _report(table: pd.DataFrame, out, as_json: bool) -> int:
@@ -444,7 +476,7 @@ def _cli_fitness(args) -> int:
                           device=args.device, only=args.only, limit=args.limit,
                           scheduler=args.scheduler, workers=args.workers, gpu=args.gpu,
                           retry_failed=args.retry_failed,
-                          progress=args.progress and not args.json)
+                          progress=args.progress and not args.json, plot=not args.no_plot)
     return _report(table, args.out, args.json)
 
 
@@ -454,7 +486,7 @@ def _cli_contacts(args) -> int:
                            seed=args.seed, device=args.device, only=args.only, limit=args.limit,
                            scheduler=args.scheduler, workers=args.workers, gpu=args.gpu,
                            retry_failed=args.retry_failed,
-                           progress=args.progress and not args.json)
+                           progress=args.progress and not args.json, plot=not args.no_plot)
     return _report(table, args.out, args.json)
 
 
