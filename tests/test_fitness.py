@@ -152,6 +152,14 @@ def test_bootstrap_is_seeded_and_brackets_estimate():
     assert lo < fitness.spearman(y, after) - fitness.spearman(y, before) < hi and lo > 0
 
 
+def test_blosum62_baseline():
+    # BLOSUM62: A-A 4, W-W 11, A-W -3, D-E 2; a double is the sum of its substitutions
+    assert list(fitness.blosum62_scores(["A1W", "D2E", "A1W:D2E"])) == [-3, 2, -1]
+    gb1 = load_dms("SPG1_STRSG_Olson_2014_singles")  # positive, as PROVENANCE.md reports (0.17)
+    rho = fitness.spearman(gb1.table.DMS_score, fitness.blosum62_scores(gb1.table.mutant))
+    assert rho == pytest.approx(0.17, abs=0.01)
+
+
 def test_describe_gains_counts_intervals():
     table = pd.DataFrame({"pseudo_perplexity_before": [5.0, 10.0, 15.0, 20.0],
                           "delta_spearman": [-0.02, 0.0, 0.03, 0.05],
@@ -177,6 +185,7 @@ def test_evaluate_assay_is_pure_and_complete(tmp_path, tiny):
         assert key in out
     assert out["n_variants"] == 5 and set(out["per_order"]) == {"1", "2"}
     assert out["per_order"]["2"]["n"] == 1 and out["pseudo_perplexity_after"] > 0
+    assert "spearman_blosum62" in out
     assert all(torch.equal(v, state[k]) for k, v in snapshot(model).items())
     json.dumps(out)
 

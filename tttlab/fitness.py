@@ -88,7 +88,8 @@ def bootstrap_spearman(y_true, *y_preds, n_boot: int = 1000, seed: int = 0,
 class FitnessRun:
     """Scores of one assay before and after TTT on its wild type.
 
-    ``variants``: mutant, n_mutations, DMS_score, score_before, score_after; ``marginals_*``:
+    ``variants``: mutant, n_mutations, DMS_score, score_before, score_after and the BLOSUM62
+    baseline ``blosum62`` (``blosum62_scores``); ``marginals_*``:
     L x 20 masked marginals of the wild type (columns ``STANDARD_AA``); ``history``: the TTT
     table (step, loss, ...); ``seconds``: wall time of scoring + TTT (shared by assays with the
     same wild type when scored together by ``score_assays``).
@@ -121,6 +122,8 @@ class FitnessRun:
                "spearman_before": spearman(y, before), "spearman_after": spearman(y, after),
                "spearman_before_ci": boot["ci"][0], "spearman_after_ci": boot["ci"][1]}
         out["delta_spearman"] = out["spearman_after"] - out["spearman_before"]
+        if "blosum62" in v:
+            out["spearman_blosum62"] = spearman(y, v.blosum62)
         out.update(delta_spearman_ci=boot["delta_ci"], ndcg_before=ndcg(y, before),
                    ndcg_after=ndcg(y, after),
                    pseudo_perplexity_before=self.pseudo_perplexity_before,
@@ -142,6 +145,16 @@ def _clean(x):
     if isinstance(x, (float, np.floating)):
         return None if not np.isfinite(x) else round(float(x), 4)
     return int(x) if isinstance(x, np.integer) else x
+
+
+def blosum62_scores(mutants) -> np.ndarray:
+    """Sum of BLOSUM62(wt, mt) over each mutant's substitutions (Henikoff & Henikoff 1992): a
+    baseline that knows which amino-acid swaps are common in evolution, nothing of the protein."""
+    from biotite.sequence.align import SubstitutionMatrix
+
+    matrix = SubstitutionMatrix.std_protein_matrix()  # BLOSUM62
+    return np.array([sum(matrix.get_score(p[0], p[-1]) for p in m.split(":")) for m in mutants],
+                    dtype=float)
 
 
 def _variant_scores(model, assay: DMSAssay, method: str, marginals, progress: bool):
@@ -186,7 +199,7 @@ def score_assays(model, assays, cfg=None, method: str = "masked_marginals",
         seconds = time.perf_counter() - start
         for i, a, b, c in zip(members, group, before, after):
             variants = a.table[["mutant", "n_mutations", "DMS_score"]].assign(
-                score_before=b, score_after=c)
+                score_before=b, score_after=c, blosum62=blosum62_scores(a.table.mutant))
             runs[i] = FitnessRun(
                 a.name, wt, method, variants, mm_before, mm_after, history,
                 pseudo_perplexity(model, wt, marginals=mm_before),
@@ -212,7 +225,8 @@ def evaluate_assay(model, dms_path, wt_fasta=None, cfg=None, method: str = "mask
     Returns
     -------
     dict with ``assay``, ``n_variants``, ``spearman_before``, ``spearman_after`` (+ ``_ci``),
-    ``delta_spearman`` (+ ``_ci``), ``ndcg_before``/``_after``, ``pseudo_perplexity_before``/
+    ``delta_spearman`` (+ ``_ci``), ``spearman_blosum62`` (a model-free baseline),
+    ``ndcg_before``/``_after``, ``pseudo_perplexity_before``/
     ``_after``, ``per_order`` ({"1": {...}, "2": {...}}), ``seconds`` and run details.
     """
     assay = dms_path if isinstance(dms_path, DMSAssay) else load_dms(dms_path, wt_fasta)
