@@ -363,3 +363,20 @@ def ttt_summary_figure(history, before, after, seq: str, title: str | None = Non
     if title:
         fig.suptitle(title)
     return fig
+
+
+# ------------------------------------------------------------------------ pretraining
+def pretraining_curve(history, unigram: float | None = None, ax=None):
+    """Validation masked-LM perplexity against tokens seen (``PretrainConfig`` history rows), with
+    the unigram baseline as a dashed line."""
+    import pandas as pd
+
+    ax = _axes(ax, figsize=(5.5, 3.5))
+    table = pd.DataFrame(history)
+    sns.lineplot(x=table["tokens"] / 1e6, y=table["val_masked_perplexity"], marker="o", ax=ax,
+                 label="tttlab-mini (validation)")
+    if unigram is not None:
+        ax.axhline(unigram, ls="--", color="grey", label="unigram baseline")
+    ax.set(xlabel="training tokens (millions)", ylabel="masked-LM perplexity")
+    ax.legend()
+    return ax
