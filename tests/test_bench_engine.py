@@ -1,0 +1,30 @@
+"""Smoke test of benchmarks/bench_engine.py on the tiny random model (keeps the script working)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_engine.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_engine", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_reports_every_number(bench, capsys):
+    out = bench.main(["--quick", "--models", "tiny", "--no-memory", "--approx", "8",
+                      "--threads", "1", "--json"])
+    assert '"scoring_speedup"' in capsys.readouterr().out
+    tiny = out["models"]["tiny"]
+    assert tiny["scoring"]["max_abs_diff"] < 1e-3  # engine and stock loop score the same
+    assert tiny["ttt"]["loss_max_rel_diff"] < 1e-4  # and train on the same batches alike
+    for value in (out["scoring_speedup"], out["ttt_step_ratio"], out["matmul_gflops_fp32"],
+                  tiny["ttt"]["engine_gflops"], tiny["scoring"]["engine_tokens_per_s"]):
+        assert value > 0
+    assert -1 <= out["approx_scoring"]["spacings"]["8"]["spearman"] <= 1
+    assert set(out["targets_met"]) == {"scoring_speedup>=1.3", "ttt_step_ratio<=0.95"}
