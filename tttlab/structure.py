@@ -113,10 +113,10 @@ def contacts_before_after(model, target, cfg=None, progress: bool = True, backen
     from .ttt import customized
 
     target = load_target(target)
+    lm = _backend(backend).language_model(model)  # first: ESMFold's cast to fp32 happens here
     before = predict_contacts(model, target.sequence, backend)
     if cfg is not None and cfg.steps == 0:
         return before, before, None
-    lm = _backend(backend).language_model(model)
     with customized(lm, target.sequence, cfg, progress=progress) as result:
         after = predict_contacts(model, target.sequence, backend)
     return before, after, result
