@@ -1,5 +1,5 @@
-"""Engine benchmark: tttlab's scoring and TTT against plain loops over stock fair-esm, in one run on
-this machine (CPU, or CUDA when present): speed ratios, tokens/s, peak memory (full vs LoRA),
+"""Engine benchmark: tttlab's scoring and TTT against plain loops over stock fair-esm, in one run
+on this machine (CPU, or CUDA when present): speed ratios, tokens/s, peak memory (full vs LoRA),
 achieved GFLOP/s next to the machine's matmul GFLOP/s, for tttlab-mini and a random ESM-2 8M.
 
     python benchmarks/bench_engine.py            # table
@@ -235,6 +235,28 @@ def bench_ttt(model, seq, cfg, steps: int, peak_gflops: float) -> dict:
 
 
 # ------------------------------------------------------------------------------ memory
+def saved_and_grad_mb(model, seq, cfg) -> tuple[float, float]:
+    """Exact, allocator-independent parts of training memory for one pass of ``cfg.batch_size``
+    rows: activations autograd keeps for backward (parameters excluded) and gradient buffers."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved, grads = {}, []
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params:
+            saved[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    def count_grads(step, m):
+        grads.append(sum(p.numel() * p.element_size() for p in m.parameters() if p.requires_grad))
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with ttt.customized(model, seq, cfg, progress=False, steps=1, grad_accum_steps=1,
+                            callback=count_grads):
+            pass
+    return sum(saved.values()) / 2**20, grads[0] / 2**20
+
+
 def peak_memory_child(name: str, trainable: str, seq: str, device, accum: int) -> dict:
     """Runs in a subprocess: peak memory of one TTT step above the memory held before it."""
     model = get_model(name, device)
@@ -247,27 +269,30 @@ def peak_memory_child(name: str, trainable: str, seq: str, device, accum: int) -
         torch.cuda.reset_peak_memory_stats(device)
         with ttt.customized(model, seq, cfg, progress=False, steps=1):
             pass
-        return {"peak_mb": (torch.cuda.max_memory_allocated(device) - base) / 2**20,
-                "method": "torch.cuda.max_memory_allocated"}
-    status = Path("/proc/self/status")
-    try:  # reset the kernel's high-water mark (VmHWM) to the current resident size
-        Path("/proc/self/clear_refs").write_text("5")
-        method = "VmHWM after clear_refs, minus VmRSS before"
-    except OSError:
-        method = "ru_maxrss minus VmRSS before"
+        out = {"peak_mb": (torch.cuda.max_memory_allocated(device) - base) / 2**20,
+               "method": "torch.cuda.max_memory_allocated above the level before the step"}
+    else:
+        status = Path("/proc/self/status")
+        try:  # reset the kernel's high-water mark (VmHWM) to the current resident size
+            Path("/proc/self/clear_refs").write_text("5")
+            method = "resident memory: VmHWM after clear_refs, minus VmRSS before the step"
+        except OSError:
+            method = "resident memory: ru_maxrss minus VmRSS before the step"
 
-    def field(key):
-        for line in status.read_text().splitlines():
-            if line.startswith(key):
-                return int(line.split()[1]) / 1024  # kB -> MB
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        def field(key):
+            for line in status.read_text().splitlines():
+                if line.startswith(key):
+                    return int(line.split()[1]) / 1024  # kB -> MB
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    before = field("VmRSS")
-    with ttt.customized(model, seq, cfg, progress=False, steps=1):
-        pass
-    peak = field("VmHWM") if "clear_refs" in method else \
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"peak_mb": peak - before, "method": method}
+        before = field("VmRSS")
+        with ttt.customized(model, seq, cfg, progress=False, steps=1):
+            pass
+        peak = field("VmHWM") if "clear_refs" in method else \
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out = {"peak_mb": peak - before, "method": method}
+    out["saved_activations_mb"], out["gradients_mb"] = saved_and_grad_mb(model, seq, cfg)
+    return out
 
 
 def bench_memory(name, seq, device, threads, accum) -> dict:
@@ -279,7 +304,10 @@ def bench_memory(name, seq, device, threads, accum) -> dict:
                              env={**os.environ, "OMP_NUM_THREADS": str(threads)})
         out["full" if trainable == "all" else "lora_r8"] = json.loads(
             run.stdout.strip().splitlines()[-1])
-    out["lora_over_full"] = out["lora_r8"]["peak_mb"] / out["full"]["peak_mb"]
+    out["lora_over_full_peak"] = out["lora_r8"]["peak_mb"] / out["full"]["peak_mb"]
+    out["lora_over_full_saved_plus_grads"] = (
+        (out["lora_r8"]["saved_activations_mb"] + out["lora_r8"]["gradients_mb"])
+        / (out["full"]["saved_activations_mb"] + out["full"]["gradients_mb"]))
     return out
 
 
@@ -337,22 +365,29 @@ def table(r: dict) -> str:
              f"{r['matmul_gflops_fp32']:.0f} GFLOP/s fp32", "",
              "| model | scoring: engine s | stock loop s | speedup | TTT step: engine s | stock s"
              " | ratio | engine GFLOP/s (% matmul) | TTT tokens/s | scoring tokens/s | peak MB "
-             "full / LoRA |", "|" + "---|" * 11]
+             "full / LoRA | saved act. + grads MB full / LoRA |", "|" + "---|" * 12]
     for name, e in r["models"].items():
         sc, t = e["scoring"], e["ttt"]
-        mem = e.get("memory")
-        mem = f"{mem['full']['peak_mb']:.0f} / {mem['lora_r8']['peak_mb']:.0f}" if mem else "-"
+        mem, act = e.get("memory"), "-"
+        if mem:
+            full, lora = mem["full"], mem["lora_r8"]
+            act = (f"{full['saved_activations_mb'] + full['gradients_mb']:.0f} / "
+                   f"{lora['saved_activations_mb'] + lora['gradients_mb']:.0f}")
+            mem = f"{full['peak_mb']:.0f} / {lora['peak_mb']:.0f}"
+        else:
+            mem = "-"
         lines.append(
             f"| {name} | {sc['engine_s']:.2f} | {sc['stock_loop_s']:.2f} | {sc['speedup']:.2f} | "
             f"{t['engine_step_s']:.2f} | {t['stock_step_s']:.2f} | {t['step_ratio']:.2f} | "
             f"{t['engine_gflops']:.0f} ({100 * t['engine_fraction_of_matmul_peak']:.0f} %) | "
-            f"{t['engine_tokens_per_s']:.0f} | {sc['engine_tokens_per_s']:.0f} | {mem} |")
+            f"{t['engine_tokens_per_s']:.0f} | {sc['engine_tokens_per_s']:.0f} | {mem} | {act} |")
     if "approx_scoring" in r:
         a = r["approx_scoring"]
         lines.append("")
-        lines.append(f"Approximate scorer ({a['model']}, {a['n_mutants']} single mutants): " + ", ".join(
-            f"spacing {k}: Spearman {v['spearman']:.3f}, {v['speedup_vs_exact']:.1f}x faster"
-            for k, v in a["spacings"].items()))
+        lines.append(f"Approximate scorer ({a['model']}, {a['n_mutants']} single mutants): "
+                     + ", ".join(f"spacing {k}: Spearman {v['spearman']:.3f}, "
+                                 f"{v['speedup_vs_exact']:.1f}x faster"
+                                 for k, v in a["spacings"].items()))
     lines += ["", f"scoring_speedup = {r['scoring_speedup']:.2f} (target >= 1.3), ttt_step_ratio "
               f"= {r['ttt_step_ratio']:.2f} (target <= 0.95); {r['wall_seconds']:.0f} s"]
     return "\n".join(lines)

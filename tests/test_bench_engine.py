@@ -28,3 +28,13 @@ def test_quick_run_reports_every_number(bench, capsys):
         assert value > 0
     assert -1 <= out["approx_scoring"]["spacings"]["8"]["spearman"] <= 1
     assert set(out["targets_met"]) == {"scoring_speedup>=1.3", "ttt_step_ratio<=0.95"}
+
+
+def test_memory_probe_counts_activations_and_gradients(bench):
+    import torch
+
+    seq = "MQIFVKTLTGKTITLEVEPSDTIENVKAKIQDKEGIPPDQQ"
+    full = bench.peak_memory_child("tiny", "all", seq, torch.device("cpu"), 2)
+    lora = bench.peak_memory_child("tiny", "lora", seq, torch.device("cpu"), 2)
+    assert full["peak_mb"] >= 0 and full["saved_activations_mb"] > 0
+    assert lora["gradients_mb"] < full["gradients_mb"] / 5  # adapters only
