@@ -197,7 +197,7 @@ def test_evaluate_structure_restores_the_model(tiny):
     row = structure.evaluate_structure(model, "SPG1_STRSG_Olson_2014_singles",
                                        cfg=preset(steps=1, grad_accum_steps=1), progress=False)
     for key in ("id", "length", "precision_at_L_long_before", "precision_at_L_long_after",
-                "precision_at_L5_medium_after", "seconds"):
+                "precision_at_L5_medium_after", "max_probability_change", "seconds"):
         assert key in row
     assert row["length"] == 55 and 0 <= row["precision_at_L_long_after"] <= 1
     assert all(torch.equal(v, state[k]) for k, v in snapshot(model).items())

@@ -137,7 +137,8 @@ def evaluate_structure(model, pdb_path, chain: str | None = None, cfg=None, prog
     -------
     dict with ``id``, ``length``, ``source``, ``identity``, ``n_long_contacts``,
     ``long_contact_density`` (the long-range precision of random guessing),
-    ``precision_at_{L,L2,L5}_{long,medium}_{before,after}`` and ``seconds``.
+    ``precision_at_{L,L2,L5}_{long,medium}_{before,after}``, ``max_probability_change`` (largest
+    change of a contact probability through TTT) and ``seconds``.
     """
     start = time.perf_counter()
     target = load_target(pdb_path, chain)
@@ -151,6 +152,7 @@ def evaluate_structure(model, pdb_path, chain: str | None = None, cfg=None, prog
         row[key + "_before"] = value
     for key, value in contact_precisions(after, true).items():
         row[key + "_after"] = value
+    row["max_probability_change"] = float(np.abs(after - before).max())
     row["seconds"] = round(time.perf_counter() - start, 2)
     return row
 
