@@ -151,7 +151,7 @@ def save_contact_regression(model, path: str | Path) -> None:
 # --------------------------------------------------------------------------- fast path
 # Same arithmetic as fair-esm, fewer kernels: fused attention (no T x T matrix kept for backward),
 # rotary tables built once per length, one-kernel exact (erf) GELU. Logits agree with the stock
-# model to ~1e-6 in fp32 (tests/test_engine_equivalence.py).
+# model to float32 rounding (tests/test_engine_equivalence.py asserts 1e-4).
 def _rotary_tables(rot, length: int, device):
     """``cos`` and sign-folded ``sin`` (1 x T x D) for fair-esm's ``RotaryEmbedding`` ``rot``.
 
@@ -280,8 +280,10 @@ def set_torch_compile(model, enabled: bool = True, **options):
     """Compile every transformer layer of ``model`` in place with ``torch.compile`` (``options``
     are passed on, e.g. ``mode="max-autotune"``); ``enabled=False`` undoes it.
 
-    Off by default: compiling costs tens of seconds per new sequence length and shape, pays off
-    for long TTT runs on a GPU, and needs a C++ compiler on CPU. Results match eager to rounding.
+    Off by default: every new sequence length and batch shape triggers a compile (on the shared
+    2-core CPU of the benchmarks, several minutes even for a 2-layer model), so it can only pay
+    off for long TTT runs on a GPU; on CPU it also needs a C++ compiler. Results match eager
+    execution to float32 rounding.
     """
     from esm.modules import TransformerLayer
 
