@@ -127,6 +127,42 @@ def test_ttt_is_deterministic_for_a_seed(tiny):
         assert [h["loss"] for h in r.history[1:]] != runs[0][0]
 
 
+def test_step_sums_micro_batch_gradients_as_published(tiny, monkeypatch):
+    """ProteinTTT calls backward() on every micro-batch's mean loss without scaling: one optimiser
+    step moves the weights by -lr x the SUM of the grad_accum_steps micro-batch gradients."""
+    from tttlab import ttt
+
+    model, alphabet = tiny
+    start = snapshot(model)
+    seen = []
+    real_mask = ttt.bert_mask
+
+    def recording_mask(tokens, *args, **kwargs):
+        out = real_mask(tokens, *args, **kwargs)
+        seen.append((tokens.clone(), out[0].clone()))
+        return out
+
+    monkeypatch.setattr(ttt, "bert_mask", recording_mask)
+    lr = 0.05
+    with customized(model, UBQ[:40], progress=False, steps=1, batch_size=2, grad_accum_steps=3,
+                    lr=lr):
+        stepped = snapshot(model)
+    assert len(seen) == 3
+    assert all(p.grad is None for p in model.parameters())  # no stale gradients left behind
+    params = dict(model.named_parameters())
+    model.train()
+    for tokens, corrupted in seen:  # reference: plain backward per micro-batch, no scaling
+        logits = model(corrupted)["logits"]
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten()).backward()
+    model.eval()
+    name = "layers.0.fc1.weight"
+    expected = start[name] - lr * params[name].grad
+    model.zero_grad(set_to_none=True)
+    torch.testing.assert_close(stepped[name], expected, rtol=1e-4, atol=1e-6)
+    # and not the mean: a third of that move would be far off
+    assert not torch.allclose(stepped[name] - start[name], (expected - start[name]) / 3, atol=1e-6)
+
+
 def test_long_sequences_are_cropped(tiny):
     model, _ = tiny
     long_seq = (UBQ * 4)[:300]

@@ -210,11 +210,15 @@ def customize(model, sequence: str, cfg: TTTConfig | None = None, progress: bool
                 batch = _copies(tokens, n, cfg.crop_size, generator, device)
                 with autocast_for(device, cfg.amp):
                     loss = _loss(model, batch, cfg, generator)
-                (loss * (n / per_step)).backward()
+                # ProteinTTT calls backward() on each micro-batch's mean loss without scaling,
+                # so a step's gradient is the SUM over its grad_accum_steps micro-batches
+                # (proteinttt/base.py); n / batch_size keeps that when one pass holds n rows
+                (loss * (n / cfg.batch_size)).backward()
                 total += loss.detach() * (n / per_step)
             opt.step()
             record(step, float(total))
     finally:
+        opt.zero_grad(set_to_none=True)  # no stale gradients (or their memory) left behind
         model.eval()
         for p, flag in requires.items():
             p.requires_grad_(flag)

@@ -1,0 +1,70 @@
+"""Choose tttlab-mini's TTT preset on chains the project never evaluates on.
+
+ProteinTTT publishes settings for ESM-2 35M and 650M only. tttlab-mini is 15x smaller than ESM-2 35M and
+far less trained, so its preset is chosen here, on held-out pretraining chains (the validation split of
+``tttlab pretrain``: never trained on, and none of them a DMS, structure, localisation or TPS protein),
+by the mean relative drop of pseudo-perplexity after TTT, with divergence (a rise) counted as failure.
+
+    python benchmarks/tune_mini_preset.py --chains 8 --max-len 300 --threads 1 --json out.json
+
+Each setting is a ``TTTConfig`` override of the published 35M recipe; prints one row per setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import time
+
+import torch
+
+import tttlab
+from tttlab.data import data_dir
+from tttlab.pretrain import heldout_chains
+from tttlab.scoring import pseudo_perplexity
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--chains", type=int, default=8)
+    ap.add_argument("--min-len", type=int, default=80)
+    ap.add_argument("--max-len", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 2e-4, 4e-4, 1e-3])
+    ap.add_argument("--accum", type=int, nargs="+", default=[4],
+                    help="micro-batches of 4 copies per optimiser step (published: 16)")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--json", help="write the rows to this file")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pool = heldout_chains(data_dir(), n=400)
+    chains = [s for s in pool if args.min_len <= len(s) <= args.max_len][: args.chains]
+    model, _ = tttlab.load_model("tttlab-mini")
+    before = [pseudo_perplexity(model, s) for s in chains]
+    rows = []
+    for accum, lr in itertools.product(args.accum, args.lrs):
+        cfg = tttlab.preset("tttlab-mini", steps=args.steps, lr=lr, batch_size=4,
+                            grad_accum_steps=accum)
+        t0 = time.perf_counter()
+        after = []
+        for s in chains:
+            with tttlab.customized(model, s, cfg, progress=False):
+                after.append(pseudo_perplexity(model, s))
+        drops = [1 - a / b for a, b in zip(after, before)]
+        rows.append({"lr": lr, "rows_per_step": 4 * accum, "chains": len(chains),
+                     "mean_relative_drop": round(sum(drops) / len(drops), 4),
+                     "min_relative_drop": round(min(drops), 4),
+                     "geo_mean_before": round(math.exp(sum(map(math.log, before)) / len(before)), 3),
+                     "geo_mean_after": round(math.exp(sum(map(math.log, after)) / len(after)), 3),
+                     "seconds": round(time.perf_counter() - t0, 1)})
+        print(json.dumps(rows[-1]), flush=True)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
