@@ -181,7 +181,7 @@ def stock_ttt(stock, batches, cfg, steps) -> tuple[list[float], list[float]]:
             with scoring.autocast_for(device):
                 logits = stock(corrupted)["logits"].float()
             loss = F.cross_entropy(logits.flatten(0, 1), target.flatten())
-            (loss / cfg.grad_accum_steps).backward()
+            loss.backward()  # unscaled: the step's gradient is the sum, as in ProteinTTT
             total += loss.detach() / cfg.grad_accum_steps
         opt.step()
         losses.append(float(total))
@@ -260,7 +260,7 @@ def saved_and_grad_mb(model, seq, cfg) -> tuple[float, float]:
 def peak_memory_child(name: str, trainable: str, seq: str, device, accum: int) -> dict:
     """Runs in a subprocess: peak memory of one TTT step above the memory held before it."""
     model = get_model(name, device)
-    cfg = ttt.preset(trainable=trainable, grad_accum_steps=accum, lr=1e-4)
+    cfg = tttlab.preset(trainable=trainable, grad_accum_steps=accum, lr=1e-4)
     with ttt.customized(model, seq[:20], cfg, progress=False, steps=1):
         pass  # warm-up (imports, peft injection code paths)
     if device.type == "cuda":
@@ -329,7 +329,7 @@ def run(args) -> dict:
     for name in args.models:
         model = get_model(name, device)
         big = name != "tttlab-mini" and not args.quick
-        cfg = ttt.preset(batch_size=4, grad_accum_steps=2 if args.quick else 16)
+        cfg = tttlab.preset(batch_size=4, grad_accum_steps=2 if args.quick else 16)
         entry = {"layers": model.num_layers, "dim": model.embed_dim,
                  "heads": model.attention_heads,
                  "parameters": sum(p.numel() for p in model.parameters())}

@@ -11,7 +11,8 @@ import tttlab
 from tttlab import cli
 from tttlab.config import PRESETS, TTTConfig, preset
 from tttlab.masking import STANDARD_AA, bert_mask
-from tttlab.models import build_esm2, load_model, save_fair_esm_checkpoint
+from tttlab.models import (build_esm2, load_model, save_contact_regression,
+                           save_fair_esm_checkpoint)
 from tttlab.scoring import (check_sequence, masked_marginals, parse_mutant, pseudo_perplexity,
                             score_mutants, wt_marginals)
 from tttlab.ttt import customize, customized, snapshot
@@ -28,6 +29,8 @@ def test_defaults_mirror_published_method():
     assert (cfg.bert_replace, cfg.bert_keep, cfg.seed, cfg.loss) == (0.1, 0.1, 0, "all_tokens")
     big = PRESETS["esm2_t33_650M_UR50D"]
     assert (big.lr, big.batch_size, big.grad_accum_steps) == (4e-5, 4, 4)
+    mini = PRESETS["tttlab-mini"]  # chosen on held-out chains (benchmarks/tune_mini_preset.py)
+    assert (mini.lr, mini.batch_size, mini.grad_accum_steps, mini.steps) == (4e-4, 4, 4, 30)
 
 
 def test_config_is_frozen_and_validated():
@@ -53,6 +56,12 @@ def test_local_checkpoint_roundtrip_uses_fair_esm_format(tiny, tmp_path):
         if not k.startswith("contact_head.regression"):
             assert torch.equal(a, b), k
     assert loaded.lm_head.weight is loaded.embed_tokens.weight
+    assert tttlab.preset_for(loaded) == TTTConfig()  # unknown stem: the published 35M defaults
+    named = tmp_path / "esm2_t33_650M_UR50D.pt"  # a local copy of a real ESM-2 keeps its preset
+    save_fair_esm_checkpoint(model, named)
+    save_contact_regression(model, tmp_path / "esm2_t33_650M_UR50D-contact-regression.pt")
+    big, _ = load_model(named, device="cpu")
+    assert tttlab.preset_for(big, steps=3) == preset("esm2_t33_650M_UR50D", steps=3)
 
 
 def test_load_errors_are_clear(tmp_path):
@@ -186,7 +195,7 @@ def test_ttt_lowers_pseudo_perplexity_of_its_protein(mini):
     model, _ = mini
     seq = UBQ
     before = pseudo_perplexity(model, seq)
-    with customized(model, seq, progress=False, steps=6):
+    with customized(model, seq, preset("tttlab-mini", steps=6), progress=False):
         after = pseudo_perplexity(model, seq)
     assert after < before * 0.99
     assert pseudo_perplexity(model, seq) == pytest.approx(before, rel=1e-6)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import tttlab
 from tttlab import masking, scoring, ttt
 from tttlab.masking import STANDARD_AA
 from tttlab.models import build_esm2, set_fast_attention, uses_fast_attention
@@ -179,7 +180,7 @@ def test_memory_aware_batches_follow_free_memory(tiny, monkeypatch):
     """The CUDA branches, with the free memory faked (no GPU needed)."""
     model, _ = tiny
     cuda = torch.device("cuda")
-    cfg = ttt.preset(batch_size=4, grad_accum_steps=16)
+    cfg = tttlab.preset(batch_size=4, grad_accum_steps=16)
     assert ttt._rows_per_pass(model, cfg, 300, torch.device("cpu")) == 4
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (80 * 2**30, 80 * 2**30))
     assert ttt._rows_per_pass(model, cfg, 300, cuda) == 64  # the whole step in one pass

@@ -168,10 +168,10 @@ def test_marginals_heatmap_and_summary_figure():
 
 
 # ------------------------------------------------------------------------- widgets
-def test_explorer_runs_and_restores_model(tiny):
+def test_explorer_runs_and_restores_model(mini):
     import torch
 
-    model, _ = tiny
+    model, _ = mini  # a trained model: TTT must lower its pseudo-perplexity
     state = {k: v.clone() for k, v in model.state_dict().items()}
     ui = widgets.your_protein_explorer(model, SEQ, steps=2, eval_every=1)
     steps, lr, method = ui.children[:3]

@@ -177,7 +177,7 @@ def embed_after_ttt(model, seqs, cfg=None, layer: int = -1, pool: str | None = "
                     cache=True, progress: bool = True):
     """Embeddings after customising ``model`` to each protein in turn (restored after each).
 
-    TTT trains on the whole (cleaned) sequence with ``cfg`` (default ``preset()``): proteins longer
+    TTT trains on the whole (cleaned) sequence with ``cfg`` (default ``preset_for(model)``): proteins longer
     than ``cfg.crop_size`` tokens get a random ``crop_size`` window per masked copy. The embedding
     is then taken as in ``embed`` (first ``max_length`` residues). The key adds the TTT config.
 
@@ -189,10 +189,10 @@ def embed_after_ttt(model, seqs, cfg=None, layer: int = -1, pool: str | None = "
     """
     from tqdm.auto import tqdm
 
-    from .config import preset
+    from .config import preset_for
     from .ttt import customized
 
-    cfg = cfg or preset()
+    cfg = cfg or preset_for(model)
     layer = model.num_layers if layer == -1 else layer
     fingerprint = model_fingerprint(model)
     embeddings, rows = [], []

@@ -171,13 +171,13 @@ def score_assays(model, assays, cfg=None, method: str = "masked_marginals",
     on exit). Assays sharing a wild type (e.g. GB1 singles and doubles) share one TTT run."""
     from tqdm.auto import tqdm
 
-    from .config import preset
+    from .config import preset_for
     from .scoring import METHODS, masked_marginals, pseudo_perplexity
     from .ttt import customized
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    cfg = cfg or preset()
+    cfg = cfg or preset_for(model)
     assays = list(assays)
     groups: dict[str, list[int]] = {}
     for i, a in enumerate(assays):
@@ -217,7 +217,7 @@ def evaluate_assay(model, dms_path, wt_fasta=None, cfg=None, method: str = "mask
     model : an ESM-2 model (``tttlab.load_model``); restored bit for bit before returning.
     dms_path : DMS file (.csv / .csv.gz), shared assay id, or a loaded ``DMSAssay``.
     wt_fasta : wild-type FASTA (default: inferred from the file and verified).
-    cfg : ``TTTConfig`` (default ``tttlab.preset()``; ``steps=0`` skips TTT).
+    cfg : ``TTTConfig`` (default ``tttlab.preset_for(model)``; ``steps=0`` skips TTT).
     method : ``masked_marginals`` | ``wt_marginals`` | ``pseudo_likelihood`` (L forward passes
         per variant: use ``max_variants``).
     max_variants, seed : fixed-seed subsample of the variants; ``seed`` also seeds the bootstrap.

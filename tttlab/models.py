@@ -107,6 +107,10 @@ def load_model(name_or_path: str | Path = MINI_NAME, device=None, fast_attention
         raise ValueError(f"unknown model {name!r}: use {MINI_NAME!r}, a local esm2*.pt file, or one of "
                          + ", ".join(ESM2_NAMES))
     model = model.eval().to(resolve_device(device))
+    # picks the TTT preset when none is given (config.preset_for): a local esm2_t33_650M_UR50D.pt
+    # gets the 650M settings
+    model.model_name = MINI_NAME if name == MINI_NAME else Path(name).stem if (
+        name.endswith(".pt") or Path(name).is_file()) else name
     set_fast_attention(model, fast_attention)
     if torch_compile:
         set_torch_compile(model)

@@ -131,7 +131,7 @@ def evaluate_structure(model, pdb_path, chain: str | None = None, cfg=None, prog
     model : a fair-esm ESM-2 with a fitted contact head (``tttlab.load_model``).
     pdb_path : a PDB file, a DMS id from ``dms_structure_map.csv``, or a ``Target``.
     chain : chain id (default: the first protein chain).
-    cfg : ``TTTConfig`` (default: ``preset()``); ``steps=0`` skips TTT.
+    cfg : ``TTTConfig`` (default: ``preset_for(model)``); ``steps=0`` skips TTT.
 
     Returns
     -------

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .config import TTTConfig, preset
+from .config import TTTConfig, preset_for
 from .masking import bert_mask
 from .scoring import autocast_for, check_sequence, encode, model_device, pseudo_perplexity
 
@@ -141,7 +141,7 @@ def customize(model, sequence: str, cfg: TTTConfig | None = None, progress: bool
     ----------
     model : a fair-esm ESM-2 model (from ``tttlab.load_model``).
     sequence : the protein (20 standard amino acids and X).
-    cfg : a ``TTTConfig`` (default: ``preset()``); ``overrides`` replace fields, e.g. ``steps=10``.
+    cfg : a ``TTTConfig`` (default: ``preset_for(model)``, the loaded model's preset); ``overrides`` replace fields, e.g. ``steps=10``.
     progress : show a ``tqdm.auto`` bar.
     callback : ``f(step, model) -> dict | None`` called after step 0 and every optimiser step;
         returned items are added to that step's history (e.g. a downstream metric).
@@ -154,7 +154,7 @@ def customize(model, sequence: str, cfg: TTTConfig | None = None, progress: bool
     """
     from tqdm.auto import tqdm
 
-    cfg = cfg or preset()
+    cfg = cfg or preset_for(model)
     if overrides:
         from dataclasses import replace
 
