@@ -17,6 +17,8 @@ from tttlab.scoring import (check_sequence, masked_marginals, parse_mutant, pseu
                             score_mutants, wt_marginals)
 from tttlab.ttt import customize, customized, snapshot
 
+from helpers import stock_loop_marginals
+
 UBQ = "MQIFVKTLTGKTITLEVEPSDTIENVKAKIQDKEGIPPDQQRLIFAGKQLEDGRTLSDYNIQKESTLHLVLRLRGG"
 FAST = dict(steps=2, grad_accum_steps=2, batch_size=2)
 
@@ -206,18 +208,10 @@ def test_batched_pseudo_perplexity_equals_one_position_loop(tiny):
     model, alphabet = tiny
     seq = UBQ[:40]
     batched = masked_marginals(model, seq, batch_size=16)
-    tokens = torch.tensor([[alphabet.cls_idx] + [alphabet.get_idx(c) for c in seq]
-                           + [alphabet.eos_idx]])
-    aa = [alphabet.get_idx(a) for a in STANDARD_AA]
-    looped = []
-    with torch.no_grad():
-        for i in range(len(seq)):
-            t = tokens.clone()
-            t[0, i + 1] = alphabet.mask_idx
-            looped.append(torch.log_softmax(model(t)["logits"][0, i + 1], -1)[aa].numpy())
+    looped = stock_loop_marginals(model, alphabet, seq)  # same model, one position per pass
     # float32 rounding: the engine runs the last layer at the masked rows only (other kernels);
     # the random model's logits reach ~25, so allow 1e-5 relative on top of 1e-5 absolute
-    np.testing.assert_allclose(batched, np.array(looped), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(batched, looped, rtol=1e-5, atol=1e-5)
     ppl_loop = float(np.exp(-np.mean([looped[i][STANDARD_AA.index(c)] for i, c in enumerate(seq)])))
     assert pseudo_perplexity(model, seq, batch_size=7) == pytest.approx(ppl_loop, rel=1e-5)
 

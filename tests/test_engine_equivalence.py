@@ -14,6 +14,8 @@ from tttlab.scoring import (_final_hidden, approx_masked_marginals, encode, mask
                             wt_marginals)
 from tttlab.ttt import customized, snapshot
 
+from helpers import stock_loop_marginals
+
 UBQ = "MQIFVKTLTGKTITLEVEPSDTIENVKAKIQDKEGIPPDQQRLIFAGKQLEDGRTLSDYNIQKESTLHLVLRLRGG"
 
 
@@ -80,19 +82,6 @@ def test_final_hidden_and_lm_head_equal_model_logits(tiny):
             part = _final_hidden(model, tokens, rows=rows)
             torch.testing.assert_close(part, hidden[torch.arange(2)[:, None], rows],
                                        rtol=0, atol=1e-5)
-
-
-def stock_loop_marginals(stock, alphabet, seq):
-    """One masked position per forward pass through the stock model, full logits each time."""
-    tokens = encode(alphabet, seq)[None]
-    aa = [alphabet.get_idx(a) for a in STANDARD_AA]
-    rows = []
-    with torch.no_grad():
-        for i in range(len(seq)):
-            t = tokens.clone()
-            t[0, i + 1] = alphabet.mask_idx
-            rows.append(torch.log_softmax(stock(t)["logits"][0, i + 1], -1)[aa].numpy())
-    return np.array(rows)
 
 
 def test_masked_marginals_equal_stock_one_position_loop(tiny):

@@ -169,6 +169,16 @@ def _aligned_pairs(seq: str, residues: list[dict], offset) -> list[tuple[int, in
     return [(int(a), int(b)) for a, b in best.trace if a >= 0 and b >= 0]
 
 
+def place_residues(seq: str, residues: list[dict], pairs) -> tuple[np.ndarray, list[str]]:
+    """Coordinates (L x 3; NaN where no residue aligns) and PDB residue labels ("" there) of the
+    structure ``residues`` put at the sequence positions ``pairs`` (sequence index, residue index)."""
+    coords = np.full((len(seq), 3), np.nan)
+    labels = [""] * len(seq)
+    for i, k in pairs:
+        coords[i], labels[i] = residues[k]["point"], residues[k]["label"]
+    return coords, labels
+
+
 def dms_target(dms_id: str) -> Target:
     """The DMS wild type (``dms/<id>.wt.fasta``) aligned to its structure through
     ``dms_structure_map.csv``; every residue-type mismatch must be one the map lists."""
@@ -183,10 +193,7 @@ def dms_target(dms_id: str) -> Target:
     if found != listed or len(pairs) != int(row.aligned_pairs):
         raise ValueError(f"{dms_id}: sequence-structure alignment ({len(pairs)} pairs, mismatches "
                          f"{sorted(found)}) differs from {DMS_MAP}")
-    coords = np.full((len(seq), 3), np.nan)
-    labels = [""] * len(seq)
-    for i, k in pairs:
-        coords[i], labels[i] = residues[k]["point"], residues[k]["label"]
+    coords, labels = place_residues(seq, residues, pairs)
     return Target(id=dms_id, sequence=seq, coords=coords, residues=labels,
                   source=f"{row.pdb_file}:{chain}", identity=1 - len(found) / len(pairs),
                   atoms=atoms)

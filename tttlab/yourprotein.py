@@ -125,7 +125,7 @@ def structure_target(sequence: str, pdb, chain: str | None = None, name: str = "
     import biotite.sequence as bseq
     import biotite.sequence.align as align
 
-    from .targets import Target, chain_residues, read_chain
+    from .targets import Target, chain_residues, place_residues, read_chain
 
     seq = check_sequence(sequence)
     path = _existing(pdb, "PDB file")
@@ -140,10 +140,7 @@ def structure_target(sequence: str, pdb, chain: str | None = None, name: str = "
     if len(pairs) < 10 or same < 0.3 * len(pairs):
         raise ValueError(f"{path.name} chain {chain} does not match the sequence "
                          f"({same} identical of {len(pairs)} aligned residues)")
-    coords = np.full((len(seq), 3), np.nan)
-    labels = [""] * len(seq)
-    for i, k in pairs:
-        coords[i], labels[i] = residues[k]["point"], residues[k]["label"]
+    coords, labels = place_residues(seq, residues, pairs)
     return Target(id=name, sequence=seq, coords=coords, residues=labels,
                   source=f"{path.name}:{chain}", identity=same / len(pairs), atoms=atoms)
 
