@@ -298,3 +298,21 @@ def test_random_model_is_reproducible():
     a, _ = build_esm2(2, 32, 4, seed=3)
     b, _ = build_esm2(2, 32, 4, seed=3)
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+
+
+def test_masked_tokens_loss_is_a_mean_of_per_copy_means(tiny):
+    """ProteinTTT's cross_entropy: average over each copy's selected positions, then over copies
+    (so one pass over a whole step sums to the same gradient as its micro-batches)."""
+    from tttlab.ttt import _loss
+
+    model, alphabet = tiny
+    cfg = preset(loss="masked_tokens", mask_ratio=0.3)
+    tokens = torch.tensor([[alphabet.cls_idx] + [alphabet.get_idx(c) for c in UBQ[:30]]
+                           + [alphabet.eos_idx]]).repeat(3, 1)
+    with torch.no_grad():
+        loss = _loss(model, tokens, cfg, torch.Generator().manual_seed(5))
+        corrupted, selected = bert_mask(tokens, alphabet, torch.Generator().manual_seed(5), 0.3)
+        logits = model(corrupted)["logits"]
+        per_copy = [torch.nn.functional.cross_entropy(logits[b][selected[b]],
+                                                      tokens[b][selected[b]]) for b in range(3)]
+    assert float(loss) == pytest.approx(float(torch.stack(per_copy).mean()), rel=1e-5)

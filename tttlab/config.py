@@ -20,13 +20,15 @@ class TTTConfig:
     ----------
     lr, momentum, weight_decay : plain SGD, as published (momentum 0, weight decay 0).
     batch_size, grad_accum_steps : masked copies per micro-batch and micro-batches per optimiser step
-        (4 x 16 = 64 masked copies of the protein per step).
+        (4 x 16 = 64 masked copies of the protein per step). As in the published code, the step's
+        gradient is the SUM of the micro-batch gradients (each micro-batch's mean loss, unscaled).
     steps : optimiser steps (30).
     mask_ratio, bert_replace, bert_keep : 15 % of residues selected; of those 10 % replaced by a random
         standard amino acid, 10 % kept, the rest masked (BERT 80/10/10).
     crop_size : tokens, BOS/EOS included; longer proteins get a random window per copy.
     loss : ``"all_tokens"`` (published code: cross-entropy averaged over every token of the corrupted
-        copy, masked or not, BOS/EOS included) or ``"masked_tokens"`` (only the selected positions, the BERT/ESM-2 loss).
+        copy, masked or not, BOS/EOS included) or ``"masked_tokens"`` (only the selected positions,
+        the BERT/ESM-2 loss; averaged per copy, then over copies, as ProteinTTT's ``cross_entropy``).
     trainable : ``"all"`` (every parameter but the token embedding, which is tied to the LM head
         and so stays frozen too) or ``"lora"`` (peft LoRA adapters on q/k/v/out projections).
     lora_rank, lora_alpha : LoRA size and scale.

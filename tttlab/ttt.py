@@ -116,8 +116,9 @@ def _loss(model, tokens, cfg, generator):
     corrupted, selected = bert_mask(tokens, alphabet, generator, cfg.mask_ratio,
                                     cfg.bert_replace, cfg.bert_keep)
     logits = model(corrupted)["logits"].float()
-    if cfg.loss == "masked_tokens":
-        return F.cross_entropy(logits[selected], tokens[selected])
+    if cfg.loss == "masked_tokens":  # mean over each copy's selected positions, then over copies
+        ce = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")  # B x T
+        return ((ce * selected).sum(1) / selected.sum(1)).mean()  # bert_mask selects >= 1 a row
     return F.cross_entropy(logits.flatten(0, 1), tokens.flatten())  # every token, BOS/EOS too
 
 
