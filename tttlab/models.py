@@ -101,16 +101,14 @@ def load_model(name_or_path: str | Path = MINI_NAME, device=None, fast_attention
         model, alphabet = _load_local(MINI_PATH)
     elif name.endswith(".pt") or Path(name).is_file():
         model, alphabet = _load_local(Path(name).expanduser())
+        name = Path(name).stem  # a local esm2_t33_650M_UR50D.pt keeps the 650M preset
     elif name in ESM2_NAMES:
         model, alphabet = _load_hub(name)
     else:
         raise ValueError(f"unknown model {name!r}: use {MINI_NAME!r}, a local esm2*.pt file, or one of "
                          + ", ".join(ESM2_NAMES))
     model = model.eval().to(resolve_device(device))
-    # picks the TTT preset when none is given (config.preset_for): a local esm2_t33_650M_UR50D.pt
-    # gets the 650M settings
-    model.model_name = MINI_NAME if name == MINI_NAME else Path(name).stem if (
-        name.endswith(".pt") or Path(name).is_file()) else name
+    model.model_name = name  # picks the TTT preset when none is given (config.preset_for)
     set_fast_attention(model, fast_attention)
     if torch_compile:
         set_torch_compile(model)

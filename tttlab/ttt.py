@@ -142,7 +142,8 @@ def customize(model, sequence: str, cfg: TTTConfig | None = None, progress: bool
     ----------
     model : a fair-esm ESM-2 model (from ``tttlab.load_model``).
     sequence : the protein (20 standard amino acids and X).
-    cfg : a ``TTTConfig`` (default: ``preset_for(model)``, the loaded model's preset); ``overrides`` replace fields, e.g. ``steps=10``.
+    cfg : a ``TTTConfig`` (default: ``preset_for(model)``, the loaded model's preset);
+        ``overrides`` replace fields, e.g. ``steps=10``.
     progress : show a ``tqdm.auto`` bar.
     callback : ``f(step, model) -> dict | None`` called after step 0 and every optimiser step;
         returned items are added to that step's history (e.g. a downstream metric).
