@@ -336,8 +336,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--max-length", type=int, default=MAX_LENGTH,
                    help="embed the first N residues (default 1022, the ESM-2 limit)")
     p.add_argument("--grad-accum", type=int, metavar="N",
-                   help="micro-batches (of batch_size masked copies) per TTT step; preset: 16, "
-                   "i.e. 64 copies; 4 is 4x cheaper on CPU")
+                   help="micro-batches (of batch_size masked copies) per TTT step, gradients "
+                   "summed (default: the model's preset; tttlab-mini 4, ESM-2 35M 16)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
     add_model_args(p)
     p.set_defaults(func=_cli)
