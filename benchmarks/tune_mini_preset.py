@@ -3,11 +3,12 @@
 ProteinTTT publishes settings for ESM-2 35M and 650M only. tttlab-mini is 15x smaller than ESM-2 35M and
 far less trained, so its preset is chosen here, on held-out pretraining chains (the validation split of
 ``tttlab pretrain``: never trained on, and none of them a DMS, structure, localisation or TPS protein),
-by the mean relative drop of pseudo-perplexity after TTT, with divergence (a rise) counted as failure.
+by the mean relative drop of pseudo-perplexity after TTT; the smallest drop (negative: a rise) is the
+worst case.
 
     python benchmarks/tune_mini_preset.py --chains 8 --max-len 300 --threads 1 --json out.json
 
-Each setting is a ``TTTConfig`` override of the published 35M recipe; prints one row per setting.
+Each setting (lr x micro-batches of 4 copies) overrides tttlab-mini's preset; one row per setting.
 """
 
 from __future__ import annotations

@@ -64,6 +64,10 @@ def test_local_checkpoint_roundtrip_uses_fair_esm_format(tiny, tmp_path):
     save_contact_regression(model, tmp_path / "esm2_t33_650M_UR50D-contact-regression.pt")
     big, _ = load_model(named, device="cpu")
     assert tttlab.preset_for(big, steps=3) == preset("esm2_t33_650M_UR50D", steps=3)
+    assert preset(str(named)) == preset("esm2_t33_650M_UR50D")  # CLI --model PATH: same preset
+    from tttlab.models import MINI_PATH
+
+    assert preset(str(MINI_PATH)) == preset("tttlab-mini")
 
 
 def test_load_errors_are_clear(tmp_path):

@@ -8,6 +8,7 @@ from .ttt import TTTResult, customize, customized, restore, snapshot
 
 __version__ = "0.1.0"
 
-__all__ = ["TTTConfig", "PRESETS", "preset", "preset_for", "load_model", "build_esm2", "set_fast_attention",
-           "masked_marginals", "wt_marginals", "pseudo_perplexity", "score_mutants",
-           "representations", "customize", "customized", "snapshot", "restore", "TTTResult"]
+__all__ = ["TTTConfig", "PRESETS", "preset", "preset_for", "load_model", "build_esm2",
+           "set_fast_attention", "masked_marginals", "wt_marginals", "pseudo_perplexity",
+           "score_mutants", "representations", "customize", "customized", "snapshot", "restore",
+           "TTTResult"]

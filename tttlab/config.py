@@ -7,6 +7,7 @@ Change a value with ``dataclasses.replace(cfg, steps=10)`` or ``preset("esm2_t33
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
 LOSSES = ("all_tokens", "masked_tokens")
 TRAINABLE = ("all", "lora")
@@ -74,11 +75,11 @@ class TTTConfig:
 
 
 #: ProteinTTT publishes ESM-2 settings for 35M (the defaults) and 650M; 8M and 150M reuse the 35M
-#: settings (no published value of their own). tttlab-mini's were chosen on held-out pretraining chains
-#: (never an evaluation protein) by ``benchmarks/tune_mini_preset.py``: with gradients summed over
-#: micro-batches as published, 4 x 4 copies at lr 4e-4 lowered their pseudo-perplexity most in 30 steps
-#: (3.1 %; lr 1e-4: 2.2 %, 1e-3: 3.1 % with a smaller worst case), and 4 x 16 overshoots on this
-#: small model (TEM-1: 17.58 -> 17.57), at 4x the cost
+#: settings (no published value of their own). tttlab-mini's were chosen on held-out pretraining
+#: chains (never an evaluation protein) by ``benchmarks/tune_mini_preset.py``: with gradients summed
+#: over micro-batches as published, 4 x 4 copies at lr 4e-4 lowered their pseudo-perplexity most in
+#: 30 steps (3.1 %; lr 1e-4: 2.2 %, 1e-3: 3.1 % with a smaller worst case), and 4 x 16 overshoots
+#: on this small model (TEM-1: 17.58 -> 17.57), at 4x the cost
 PRESETS: dict[str, TTTConfig] = {
     "esm2_t6_8M_UR50D": TTTConfig(),
     "esm2_t12_35M_UR50D": TTTConfig(),
@@ -86,19 +87,24 @@ PRESETS: dict[str, TTTConfig] = {
     "esm2_t33_650M_UR50D": TTTConfig(lr=4e-5, batch_size=4, grad_accum_steps=4),
     "tttlab-mini": TTTConfig(lr=4e-4, batch_size=4, grad_accum_steps=4),
 }
+PRESETS["esm2_tttlab_mini"] = PRESETS["tttlab-mini"]  # its file stem (data/models/...pt)
 
 
 def preset(model_name: str = "tttlab-mini", **overrides) -> TTTConfig:
-    """The preset for ``model_name`` (published 35M defaults when unknown), with ``overrides``."""
+    """The preset for ``model_name`` (a preset name, or a local checkpoint path whose file stem is
+    one, e.g. ``.../esm2_t33_650M_UR50D.pt``; published 35M defaults when unknown), with
+    ``overrides``."""
     known = {f.name for f in fields(TTTConfig)}
     bad = set(overrides) - known
     if bad:
         raise ValueError(f"unknown TTTConfig field(s): {', '.join(sorted(bad))}")
-    return replace(PRESETS.get(model_name, TTTConfig()), **overrides)
+    name = str(model_name)
+    key = name if name in PRESETS else Path(name).stem
+    return replace(PRESETS.get(key, TTTConfig()), **overrides)
 
 
 def preset_for(model, **overrides) -> TTTConfig:
-    """The preset of the model ``tttlab.load_model`` loaded (its ``model_name``: a preset name or
-    a local file's stem; unknown names get the published 35M defaults), with ``overrides``;
-    tttlab-mini's for a model built otherwise (``build_esm2``)."""
+    """``preset`` of the name or path ``tttlab.load_model`` loaded the model from (its
+    ``model_name``), with ``overrides``; tttlab-mini's for a model built otherwise
+    (``build_esm2``)."""
     return preset(getattr(model, "model_name", "tttlab-mini"), **overrides)

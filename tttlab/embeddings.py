@@ -177,9 +177,10 @@ def embed_after_ttt(model, seqs, cfg=None, layer: int = -1, pool: str | None = "
                     cache=True, progress: bool = True):
     """Embeddings after customising ``model`` to each protein in turn (restored after each).
 
-    TTT trains on the whole (cleaned) sequence with ``cfg`` (default ``preset_for(model)``): proteins longer
-    than ``cfg.crop_size`` tokens get a random ``crop_size`` window per masked copy. The embedding
-    is then taken as in ``embed`` (first ``max_length`` residues). The key adds the TTT config.
+    TTT trains on the whole (cleaned) sequence with ``cfg`` (default ``preset_for(model)``):
+    proteins longer than ``cfg.crop_size`` tokens get a random ``crop_size`` window per masked copy.
+    The embedding is then taken as in ``embed`` (first ``max_length`` residues). The key adds the
+    TTT config.
 
     Returns
     -------

@@ -101,7 +101,6 @@ def load_model(name_or_path: str | Path = MINI_NAME, device=None, fast_attention
         model, alphabet = _load_local(MINI_PATH)
     elif name.endswith(".pt") or Path(name).is_file():
         model, alphabet = _load_local(Path(name).expanduser())
-        name = Path(name).stem  # a local esm2_t33_650M_UR50D.pt keeps the 650M preset
     elif name in ESM2_NAMES:
         model, alphabet = _load_hub(name)
     else:

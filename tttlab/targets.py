@@ -171,7 +171,8 @@ def _aligned_pairs(seq: str, residues: list[dict], offset) -> list[tuple[int, in
 
 def place_residues(seq: str, residues: list[dict], pairs) -> tuple[np.ndarray, list[str]]:
     """Coordinates (L x 3; NaN where no residue aligns) and PDB residue labels ("" there) of the
-    structure ``residues`` put at the sequence positions ``pairs`` (sequence index, residue index)."""
+    structure ``residues`` put at the sequence positions ``pairs`` (sequence index, residue
+    index)."""
     coords = np.full((len(seq), 3), np.nan)
     labels = [""] * len(seq)
     for i, k in pairs:
