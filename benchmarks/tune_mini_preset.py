@@ -43,6 +43,9 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     pool = heldout_chains(data_dir(), n=400)
     chains = [s for s in pool if args.min_len <= len(s) <= args.max_len][: args.chains]
+    if not chains or min(args.steps, *args.accum) < 1 or min(args.lrs) <= 0:
+        ap.error("need --chains >= 1 with held-out chains in the length range, --steps and "
+                 "--accum >= 1, and --lrs > 0")
     model, _ = tttlab.load_model("tttlab-mini")
     before = [pseudo_perplexity(model, s) for s in chains]
     rows = []
