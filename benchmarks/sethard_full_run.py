@@ -1,0 +1,167 @@
+"""The full 490-protein setHARD run of ``tttlab function``, resumable and shared between processes.
+
+On 2 CPU cores TTT on every setHARD protein with tttlab-mini takes about 23 core-hours (0.37 s per
+residue per core), longer than one working session. This script fills an embedding cache (the
+library's own format and keys) with each test protein's base pseudo-perplexity and its embedding
+after TTT, protein by protein in the seeded order of ``--max-test K``, so that the finished prefix
+is always a valid subset. Start one worker per core; stop them any time; restart them to go on.
+Workers share the proteins through claim files (``<cache>/claims``).
+
+    python benchmarks/sethard_full_run.py work &     # one per core (1 torch thread each)
+    python benchmarks/sethard_full_run.py status     # proteins done, seeded prefix, residues left
+    git add $(python benchmarks/sethard_full_run.py files)   # checkpoint the finished entries
+
+The cache defaults to ``benchmarks/results/sethard_full`` (kept in git, so no session loses it);
+the numbers then come from the unchanged command, which reads the entries and computes the rest
+(the base embeddings):
+
+    TTTLAB_CACHE_DIR=benchmarks/results/sethard_full tttlab function \\
+        --train localization/deeploc_our_val_set.fasta --test localization/setHARD.fasta \\
+        --ttt-steps 30 --json [--max-test K]
+
+Cache keys hash the model weights, the sequence and the TTT config: with another model or config
+nothing is read and everything is recomputed. Delete the folder to recompute from scratch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CACHE = ROOT / "benchmarks" / "results" / "sethard_full"
+TRAIN = "localization/deeploc_our_val_set.fasta"
+TEST = "localization/setHARD.fasta"
+
+
+def cli_args(model: str, steps: int, seed: int):
+    """The parsed arguments of the ``tttlab function`` command this run stands for."""
+    from tttlab.cli import build_parser
+
+    return build_parser().parse_args(["function", "--train", TRAIN, "--test", TEST, "--model",
+                                      model, "--ttt-steps", str(steps), "--seed", str(seed)])
+
+
+def seeded_order(seed: int):
+    """setHARD in the order ``subsample(test, K, seed)`` draws: every prefix is a ``--max-test``."""
+    from tttlab.function import _fasta_path, read_deeploc
+
+    test = read_deeploc(_fasta_path(TEST))
+    return test.sample(n=len(test), random_state=seed).reset_index(drop=True)
+
+
+def entry_paths(model, order, cfg, seed: int, cache: Path):
+    """Cache files of each protein's TTT entry and base pseudo-perplexity entry."""
+    from dataclasses import asdict
+
+    from tttlab.embeddings import MAX_LENGTH, _path, cache_key, clean_sequence, model_fingerprint
+    from tttlab.scoring import max_residues
+
+    fingerprint = model_fingerprint(model)
+    layer = model.num_layers
+    out = []
+    for seq in order["sequence"]:
+        seq = clean_sequence(seq)
+        crop = seq[: min(MAX_LENGTH, max_residues(model))]
+        ttt = cache_key(kind="ttt", model=fingerprint, seq=seq, crop=crop, layer=layer,
+                        pool="mean", ttt=asdict(cfg), ppl_positions=64, ppl_seed=seed)
+        ppl = cache_key(kind="ppl", model=fingerprint, seq=crop, n=64, seed=seed)
+        out.append((_path(ttt, cache), _path(ppl, cache)))
+    return out
+
+
+def setup(args):
+    import torch
+
+    from tttlab.cli import config_from_args
+    from tttlab.models import load_model
+
+    torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cache = Path(args.cache) / "embeddings"
+    command = cli_args(args.model, args.ttt_steps, args.seed)
+    cfg = config_from_args(command)
+    model, _ = load_model(args.model, device=args.device)
+    order = seeded_order(args.seed)
+    return model, order, cfg, cache
+
+
+def work(args) -> int:
+    from tttlab.embeddings import embed_after_ttt, pseudo_perplexities
+
+    model, order, cfg, cache = setup(args)
+    claims = cache.parent / "claims"
+    claims.mkdir(parents=True, exist_ok=True)
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    paths = entry_paths(model, order, cfg, args.seed, cache)
+    done = 0
+    for i, (ttt_path, ppl_path) in enumerate(paths):
+        if ttt_path.is_file() and ppl_path.is_file():
+            continue
+        claim = claims / ttt_path.stem
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            continue  # another worker has it
+        os.write(fd, me.encode())
+        os.close(fd)
+        row = order.iloc[i]
+        start = time.perf_counter()
+        pseudo_perplexities(model, [row["sequence"]], cache=cache, progress=False)
+        embed_after_ttt(model, [row["sequence"]], cfg, seed=args.seed, cache=cache,
+                        progress=False)
+        claim.unlink(missing_ok=True)
+        done += 1
+        print(f"[{me}] #{i} {row['id']} L={row['length']} {time.perf_counter() - start:.0f} s",
+              flush=True)
+        if args.max_proteins and done >= args.max_proteins:
+            break
+    return 0
+
+
+def status(args) -> int:
+    model, order, cfg, cache = setup(args)
+    paths = entry_paths(model, order, cfg, args.seed, cache)
+    have = np.array([t.is_file() and p.is_file() for t, p in paths])
+    prefix = int(np.argmin(have)) if not have.all() else len(have)
+    residues = np.minimum(order["length"].to_numpy(), 1022)
+    print(f"{have.sum()}/{len(have)} proteins done; seeded prefix {prefix} "
+          f"(--max-test {prefix}); {int(residues[~have].sum()):,} of {int(residues.sum()):,} "
+          f"residues (cropped to 1022) left")
+    return 0
+
+
+def files(args) -> int:
+    """Print the finished entries' paths (relative to the current folder when inside it)."""
+    model, order, cfg, cache = setup(args)
+    for pair in entry_paths(model, order, cfg, args.seed, cache):
+        if all(p.is_file() for p in pair):
+            for p in pair:
+                print(os.path.relpath(p))
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("action", choices=("work", "status", "files"))
+    ap.add_argument("--cache", default=os.environ.get("TTTLAB_CACHE_DIR") or DEFAULT_CACHE,
+                    help="cache root (entries go to CACHE/embeddings); default %(default)s")
+    ap.add_argument("--model", default="tttlab-mini")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--ttt-steps", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per worker (0 = all)")
+    ap.add_argument("--max-proteins", type=int, default=0, help="stop after N proteins (0 = all)")
+    args = ap.parse_args(argv)
+    return {"work": work, "status": status, "files": files}[args.action](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
