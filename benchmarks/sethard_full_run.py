@@ -1,11 +1,12 @@
 """The full 490-protein setHARD run of ``tttlab function``, resumable and shared between processes.
 
-On 2 CPU cores TTT on every setHARD protein with tttlab-mini takes about 23 core-hours (0.37 s per
+On 2 CPU cores TTT on every setHARD protein with tttlab-mini takes about 15 core-hours (0.23 s per
 residue per core), longer than one working session. This script fills an embedding cache (the
 library's own format and keys) with each test protein's base pseudo-perplexity and its embedding
 after TTT, protein by protein in the seeded order of ``--max-test K``, so that the finished prefix
 is always a valid subset. Start one worker per core; stop them any time; restart them to go on.
-Workers share the proteins through claim files (``<cache>/claims``).
+Workers share the proteins through claim files (``<cache>/claims``); a killed worker leaves its
+claim behind, so delete that folder when no worker runs.
 
     python benchmarks/sethard_full_run.py work &     # one per core (1 torch thread each)
     python benchmarks/sethard_full_run.py status     # proteins done, seeded prefix, residues left
@@ -58,21 +59,17 @@ def seeded_order(seed: int):
 
 def entry_paths(model, order, cfg, seed: int, cache: Path):
     """Cache files of each protein's TTT entry and base pseudo-perplexity entry."""
-    from dataclasses import asdict
-
-    from tttlab.embeddings import MAX_LENGTH, _path, cache_key, clean_sequence, model_fingerprint
+    from tttlab.embeddings import (MAX_LENGTH, _path, clean_sequence, model_fingerprint,
+                                   ppl_key, ttt_key)
     from tttlab.scoring import max_residues
 
     fingerprint = model_fingerprint(model)
-    layer = model.num_layers
     out = []
     for seq in order["sequence"]:
         seq = clean_sequence(seq)
         crop = seq[: min(MAX_LENGTH, max_residues(model))]
-        ttt = cache_key(kind="ttt", model=fingerprint, seq=seq, crop=crop, layer=layer,
-                        pool="mean", ttt=asdict(cfg), ppl_positions=64, ppl_seed=seed)
-        ppl = cache_key(kind="ppl", model=fingerprint, seq=crop, n=64, seed=seed)
-        out.append((_path(ttt, cache), _path(ppl, cache)))
+        ttt = ttt_key(fingerprint, seq, crop, model.num_layers, "mean", cfg, 64, seed)
+        out.append((_path(ttt, cache), _path(ppl_key(fingerprint, crop, 64, seed), cache)))
     return out
 
 
@@ -127,14 +124,16 @@ def work(args) -> int:
 
 
 def status(args) -> int:
+    from tttlab.embeddings import MAX_LENGTH
+
     model, order, cfg, cache = setup(args)
     paths = entry_paths(model, order, cfg, args.seed, cache)
     have = np.array([t.is_file() and p.is_file() for t, p in paths])
     prefix = int(np.argmin(have)) if not have.all() else len(have)
-    residues = np.minimum(order["length"].to_numpy(), 1022)
+    residues = np.minimum(order["length"].to_numpy(), MAX_LENGTH)
     print(f"{have.sum()}/{len(have)} proteins done; seeded prefix {prefix} "
           f"(--max-test {prefix}); {int(residues[~have].sum()):,} of {int(residues.sum()):,} "
-          f"residues (cropped to 1022) left")
+          f"residues (cropped to {MAX_LENGTH}) left")
     return 0
 
 

@@ -47,6 +47,18 @@ def cache_key(**fields) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def ppl_key(fingerprint: str, crop: str, n_positions: int, seed: int) -> str:
+    """Cache key of a sampled pseudo-perplexity (``pseudo_perplexities``)."""
+    return cache_key(kind="ppl", model=fingerprint, seq=crop, n=n_positions, seed=seed)
+
+
+def ttt_key(fingerprint: str, seq: str, crop: str, layer: int, pool, cfg, ppl_positions: int,
+            seed: int) -> str:
+    """Cache key of an embedding after TTT (``embed_after_ttt``)."""
+    return cache_key(kind="ttt", model=fingerprint, seq=seq, crop=crop, layer=layer, pool=pool,
+                     ttt=asdict(cfg), ppl_positions=ppl_positions, ppl_seed=seed)
+
+
 def _path(key: str, cache) -> Path:
     return (cache_dir() if cache is True else Path(cache)) / f"{key}.npz"
 
@@ -166,7 +178,7 @@ def pseudo_perplexities(model, seqs, n_positions: int = 64, seed: int = 0,
     values = []
     for s in tqdm(seqs, disable=not progress, desc="pseudo-perplexity"):
         s = clean_sequence(s)[: min(max_length, max_residues(model))]
-        key = cache_key(kind="ppl", model=fingerprint, seq=s, n=n_positions, seed=seed)
+        key = ppl_key(fingerprint, s, n_positions, seed)
         values.append(float(_cached(key, lambda s=s: {"x": np.array(sampled_pseudo_perplexity(
             model, s, n_positions, seed, max_length))}, cache)["x"]))
     return np.array(values)
@@ -211,8 +223,7 @@ def embed_after_ttt(model, seqs, cfg=None, layer: int = -1, pool: str | None = "
                     "loss_last": np.array(losses[-1] if losses else np.nan),
                     "ttt_seconds": np.array(result.seconds)}
 
-        key = cache_key(kind="ttt", model=fingerprint, seq=seq, crop=crop, layer=layer, pool=pool,
-                        ttt=asdict(cfg), ppl_positions=ppl_positions, ppl_seed=seed)
+        key = ttt_key(fingerprint, seq, crop, layer, pool, cfg, ppl_positions, seed)
         saved = _cached(key, compute, cache)
         embeddings.append(saved["x"])
         rows.append({k: float(v) for k, v in saved.items() if k != "x"})
