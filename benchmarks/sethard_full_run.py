@@ -1,12 +1,13 @@
 """The full 490-protein setHARD run of ``tttlab function``, resumable and shared between processes.
 
-On 2 CPU cores TTT on every setHARD protein with tttlab-mini takes about 15-19 core-hours (0.23 s per
-residue per core on an AMD EPYC, 0.31 s on an Intel Xeon), longer than one working session. This script fills an embedding cache (the
-library's own format and keys) with each test protein's base pseudo-perplexity and its embedding
-after TTT, protein by protein in the seeded order of ``--max-test K``, so that the finished prefix
-is always a valid subset. Start one worker per core; stop them any time; restart them to go on.
-Workers share the proteins through claim files (``<cache>/claims``); a killed worker leaves its
-claim behind, so delete that folder when no worker runs.
+On 2 CPU cores TTT on every setHARD protein with tttlab-mini takes about 15-19 core-hours (0.23 s
+per residue per core on an AMD EPYC, 0.31 s on an Intel Xeon), longer than one working session.
+This script fills an embedding cache (the library's own format and keys) with each test protein's
+base pseudo-perplexity and its embedding after TTT, protein by protein in the seeded order of
+``--max-test K``, so that the finished prefix is always a valid subset. Start one worker per core;
+stop them any time; restart them to go on. Workers share the proteins through claim files
+(``<cache>/claims``); a killed worker leaves its claim behind, so delete that folder when no worker
+runs.
 
     python benchmarks/sethard_full_run.py work &     # one per core (1 torch thread each)
     python benchmarks/sethard_full_run.py status     # proteins done, seeded prefix, residues left
