@@ -225,6 +225,15 @@ def test_protocol_and_pca_on_tiny(tiny, tmp_path):
     assert result.confusion("after").to_numpy().sum() == 3
     summary = result.summary()
     assert summary["n_train"] == 12 and summary["n_test"] == 3
+    right = lambda which: int((t[f"pred_{which}"] == t["label"]).sum())  # noqa: E731
+    assert summary["correct_before"] == right("before")
+    assert summary["correct_after"] == right("after")
+    change = summary["correct_after"] - summary["correct_before"]
+    assert change == summary["fixed"] - summary["broken"]
+    assert summary["changed"] == (t["pred_before"] != t["pred_after"]).sum()
+    assert summary["fixed"] + summary["broken"] <= summary["changed"]
+    lo, hi = summary["accuracy_delta_ci95"]
+    assert lo <= round(float(result.metrics.loc["accuracy", "delta"]), 4) <= hi
     both = function.summary_table({"a": result, "b": result})
     assert both.shape == (4, 13) and list(both["metric"]) == ["accuracy", "macro_f1"] * 2
     pts = function.pca_shift(result, n=2)

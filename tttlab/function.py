@@ -184,14 +184,30 @@ class FunctionResult:
                             columns=pd.Index(labels, name="predicted"))
 
     def summary(self) -> dict:
-        """The numbers the CLI prints with ``--json``."""
-        m = self.metrics
-        out = {"n_train": len(self.train_labels), "n_test": len(self.table)}
+        """The numbers the CLI prints with ``--json``: the metrics with their intervals, the
+        paired change (``*_delta_ci95``), correct counts, predictions ``changed``, proteins
+        ``fixed`` (wrong before, right after) and ``broken``, and the Spearman correlation of
+        each protein's change in the probability of its true class with its pseudo-perplexity
+        before TTT."""
+        from scipy.stats import spearmanr
+
+        m, t = self.metrics, self.table
+        out = {"n_train": len(self.train_labels), "n_test": len(t)}
         for metric in ("accuracy", "macro_f1"):
             for which in ("before", "after"):
                 out[f"{metric}_{which}"] = round(float(m.loc[metric, which]), 4)
                 out[f"{metric}_{which}_ci95"] = [round(float(m.loc[metric, f"{which}_low"]), 4),
                                                  round(float(m.loc[metric, f"{which}_high"]), 4)]
+            out[f"{metric}_delta_ci95"] = [round(float(m.loc[metric, "delta_low"]), 4),
+                                           round(float(m.loc[metric, "delta_high"]), 4)]
+        right_before, right_after = t["pred_before"] == t["label"], t["pred_after"] == t["label"]
+        out.update(correct_before=int(right_before.sum()), correct_after=int(right_after.sum()),
+                   changed=int((t["pred_before"] != t["pred_after"]).sum()),
+                   fixed=int((~right_before & right_after).sum()),
+                   broken=int((right_before & ~right_after).sum()))
+        rho = spearmanr(t["delta_p_true"], t["ppl_before"]).statistic if len(t) > 2 else np.nan
+        out["spearman_delta_p_true_vs_ppl_before"] = (None if np.isnan(rho)
+                                                       else round(float(rho), 4))
         out["seconds"] = round(self.seconds, 1)
         return out
 
@@ -312,6 +328,11 @@ def _cli(args) -> int:
     else:
         print(f"head trained on {summary['n_train']} proteins, tested on {summary['n_test']}")
         print(result.metrics.round(3).to_string())
+        print(f"correct {summary['correct_before']} -> {summary['correct_after']}; "
+              f"{summary['changed']} predictions changed ({summary['fixed']} fixed, "
+              f"{summary['broken']} broken); Spearman of the change in "
+              f"p(true class) with pseudo-perplexity before TTT: "
+              f"{summary['spearman_delta_p_true_vs_ppl_before']}")
         print(f"({summary['seconds']:.0f} s)")
     return 0
 
