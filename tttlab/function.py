@@ -17,6 +17,7 @@ import pandas as pd
 
 from .embeddings import (MAX_LENGTH, cache_dir, clean_sequence, embed, embed_after_ttt,  # noqa
                          model_fingerprint, pseudo_perplexities, sampled_pseudo_perplexity)
+from .fitness import spearman
 
 #: DeepLoc's 10 locations, in the Light Attention order
 LOCATIONS = ("Cell.membrane", "Cytoplasm", "Endoplasmic.reticulum", "Golgi.apparatus",
@@ -189,8 +190,6 @@ class FunctionResult:
         ``fixed`` (wrong before, right after) and ``broken``, and the Spearman correlation of
         each protein's change in the probability of its true class with its pseudo-perplexity
         before TTT."""
-        from scipy.stats import spearmanr
-
         m, t = self.metrics, self.table
         out = {"n_train": len(self.train_labels), "n_test": len(t)}
         for metric in ("accuracy", "macro_f1"):
@@ -205,9 +204,8 @@ class FunctionResult:
                    changed=int((t["pred_before"] != t["pred_after"]).sum()),
                    fixed=int((~right_before & right_after).sum()),
                    broken=int((right_before & ~right_after).sum()))
-        rho = spearmanr(t["delta_p_true"], t["ppl_before"]).statistic if len(t) > 2 else np.nan
-        out["spearman_delta_p_true_vs_ppl_before"] = (None if np.isnan(rho)
-                                                       else round(float(rho), 4))
+        rho = spearman(t["delta_p_true"], t["ppl_before"])
+        out["spearman_delta_p_true_vs_ppl_before"] = None if np.isnan(rho) else round(rho, 4)
         out["seconds"] = round(self.seconds, 1)
         return out
 
