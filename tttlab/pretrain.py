@@ -25,26 +25,36 @@ from .models import MINI_PATH, build_esm2, save_fair_esm_checkpoint
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Hyper-parameters of the tttlab-mini run (defaults = the shipped model)."""
+    """Hyper-parameters of a tttlab-mini pretraining run (ESM-2 objective and architecture)."""
 
-    num_layers: int = 5
-    embed_dim: int = 192
-    attention_heads: int = 12
-    crop: int = 254  # residues; + BOS/EOS = 256 tokens
-    tokens_per_batch: int = 8192  # padded tokens per optimiser step
-    steps: int = 5000
-    peak_lr: float = 2e-3
-    warmup_steps: int = 300
+    num_layers: int = 6
+    embed_dim: int = 320
+    attention_heads: int = 20
+    crop: int = 510  # residues; + BOS/EOS = 512 tokens (long-range structure needs long crops)
+    tokens_per_batch: int = 8192  # padded tokens per optimiser step (16 crops of 512)
+    steps: int = 16000  # 131 M tokens: about the 15 CPU-hours budget at 6 x 320
+    peak_lr: float = 1e-3
+    warmup_steps: int = 200
     final_lr_fraction: float = 0.05
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    val_every: int = 250
-    ckpt_every: int = 125
-    n_val_chains: int = 400
-    kmer_exact: int = 20  # any shared exact k-mer removes a training chain
+    val_every: int = 50
+    ckpt_every: int = 25
+    n_val_sequences: int = 300  # the first n of the validation set (sorted) give the curve
+    min_length: int = 30
+    val_modulus: int = 400  # a sequence is validation when sha1(sequence) % val_modulus == 0
+    kmer_exact: int = 20  # any shared exact k-mer removes a training sequence
     kmer_homology: int = 12  # ... and so do >= homology_hits shared k-mers of this length
     homology_hits: int = 3
     seed: int = 0
+
+    @property
+    def tokens_planned(self) -> int:
+        return self.steps * self.tokens_per_batch
+
+
+#: the model sizes compared by the short runs (layers, width, heads; head size 16 as ESM-2 8M)
+SIZES = {"s": (4, 192, 12), "m": (6, 256, 16), "l": (6, 320, 20)}
 
 
 # ------------------------------------------------------------------------------------ data
@@ -65,23 +75,45 @@ def pdb_sequence(path) -> str:
     return "".join(out)
 
 
+def family_queries(data_dir: Path) -> list[str]:
+    """The query (first record, gaps removed, upper case) of each A3M/A2M alignment in ``families/``."""
+    out = []
+    for f in sorted((data_dir / "families").glob("*.a[23]m*")):
+        opener = gzip.open if f.suffix == ".gz" else open
+        with opener(f, "rt") as handle:
+            lines = [next(handle)]
+            for line in handle:
+                if line.startswith(">"):
+                    break
+                lines.append(line.strip())
+        out.append("".join(lines[1:]).replace("-", "").replace(".", "").upper())
+    return out
+
+
+def _flip_test_chains(data_dir: Path, subset: str) -> list[str]:
+    labels = read_fasta(data_dir / "sequences" / subset / "sampled.fasta.gz")
+    test_ids = {h.split()[0] for h, _ in labels if "SET=test" in h}
+    seqs = read_fasta(data_dir / "sequences" / subset / "sequences.fasta.gz")
+    return [s for h, s in seqs if h.split()[0] in test_ids]
+
+
 def evaluation_sequences(data_dir: Path) -> dict[str, list[str]]:
-    """Every protein the project evaluates on, grouped by source."""
+    """Every protein the project evaluates on, grouped by source (the leakage filter's groups)."""
+    import csv
+
     groups: dict[str, list[str]] = {}
     groups["dms wild types"] = [s for f in sorted((data_dir / "dms").glob("*.wt.fasta"))
                                 for _, s in read_fasta(f)]
     groups["structures"] = [pdb_sequence(f) for sub in ("pfam40", "dms_targets")
                             for f in sorted((data_dir / "structures" / sub).glob("*.pdb"))]
+    groups["family alignment queries"] = family_queries(data_dir)
     groups["localisation test"] = [s for name in ("deeploc_test_set.fasta", "setHARD.fasta")
                                    for _, s in read_fasta(data_dir / "localization" / name)]
-    import csv
-
     with open(data_dir / "terpene_synthases" / "tps_proteins.csv") as handle:
         groups["terpene synthases"] = [row["sequence"] for row in csv.DictReader(handle)]
-    ss = read_fasta(data_dir / "sequences" / "flip_secondary_structure" / "sampled.fasta.gz")
-    test_ids = {h.split()[0] for h, _ in ss if "SET=test" in h}
-    seqs = read_fasta(data_dir / "sequences" / "flip_secondary_structure" / "sequences.fasta.gz")
-    groups["secondary-structure test chains"] = [s for h, s in seqs if h.split()[0] in test_ids]
+    groups["secondary-structure test chains"] = _flip_test_chains(data_dir,
+                                                                  "flip_secondary_structure")
+    groups["conservation test chains"] = _flip_test_chains(data_dir, "flip_conservation")
     return groups
 
 
@@ -89,39 +121,56 @@ def _kmers(seq: str, k: int) -> set[str]:
     return {seq[i:i + k] for i in range(len(seq) - k + 1)}
 
 
-def training_chains(data_dir: Path, cfg: PretrainConfig):
-    """Deduplicated FLIP chains minus leakage; returns (train, val, report)."""
-    pool: dict[str, str] = {}
+def _is_val(seq: str, modulus: int) -> bool:
+    return int(hashlib.sha1(seq.encode()).hexdigest(), 16) % modulus == 0
+
+
+def corpus_records(data_dir: Path) -> list[tuple[str, str]]:
+    """(id, sequence) of the v2 corpus in reading order: Swiss-Prot 2014_01, then both FLIP sets."""
+    records = [(h.split()[0], s) for h, s in read_fasta(
+        data_dir / "sequences" / "swissprot_2014_01" / "swissprot_2014_01.fasta.gz")]
     for sub in ("flip_secondary_structure", "flip_conservation"):
-        for header, seq in read_fasta(data_dir / "sequences" / sub / "sequences.fasta.gz"):
-            pool.setdefault(seq.upper(), header.split()[0])
-    # DeepLoc's validation split: real UniProt proteins (cytosolic, membrane, secreted ...) that only
-    # ever train the localisation head, never evaluate; they add what PDB chains lack
-    for header, seq in read_fasta(data_dir / "localization" / "deeploc_our_val_set.fasta"):
-        pool.setdefault(seq.upper(), header.split()[0])
-    report = {"chains_read_unique": len(pool)}
-    standard = set(STANDARD_AA)
-    chains = {s: h for s, h in pool.items() if len(s) >= 30 and set(s) <= standard | {"X"}}
-    report["removed_short_or_nonstandard"] = len(pool) - len(chains)
-    for source, seqs in evaluation_sequences(data_dir).items():
-        exact = set().union(*(_kmers(s, cfg.kmer_exact) for s in seqs))
-        homol = set().union(*(_kmers(s, cfg.kmer_homology) for s in seqs))
-        keep = {}
-        for s, h in chains.items():
-            if any(s[i:i + cfg.kmer_exact] in exact for i in range(len(s) - cfg.kmer_exact + 1)):
-                continue
-            hits = sum(s[i:i + cfg.kmer_homology] in homol
-                       for i in range(len(s) - cfg.kmer_homology + 1))
-            if hits >= cfg.homology_hits:
-                continue
-            keep[s] = h
-        report[f"removed_by_{source.replace(' ', '_')}"] = len(chains) - len(keep)
-        chains = keep
-    val = [s for s in chains if int(hashlib.sha1(s.encode()).hexdigest(), 16) % 20 == 0]
-    train = [s for s in chains if int(hashlib.sha1(s.encode()).hexdigest(), 16) % 20 != 0]
-    report.update(train_chains=len(train), val_chains=len(val),
-                  train_residues=sum(map(len, train)), val_residues=sum(map(len, val)))
-    return sorted(train), sorted(val), report
+        records += [(h.split()[0], s) for h, s in
+                    read_fasta(data_dir / "sequences" / sub / "sequences.fasta.gz")]
+    return records
+
+
+def filter_corpus(records: list[tuple[str, str]], groups: dict[str, list[str]],
+                  cfg: "PretrainConfig", progress: bool = True):
+    """Deduplicate, drop short/odd sequences, remove everything similar to an evaluation group, pick
+    the validation set (sha1 rule) and remove training sequences similar to it.
+
+    Returns (train, val, report): train and val are lists of (id, sequence); report counts what each
+    reason removed (each sequence is counted under the first reason that applies, in order)."""
+    import numpy as np
+
+    from .leakage import similar_to
+
+    pool: dict[str, str] = {}
+    for rid, seq in records:
+        pool.setdefault(seq.upper(), rid)
+    report = {"records_read": len(records), "unique_sequences": len(pool)}
+    allowed = set(STANDARD_AA) | {"X"}
+    seqs = [s for s in pool if len(s) >= cfg.min_length and set(s) <= allowed]
+    report["removed_short_or_nonstandard"] = len(pool) - len(seqs)
+    t0 = time.perf_counter()
+    flags = similar_to(seqs, list(groups.values()), cfg.kmer_exact, cfg.kmer_homology,
+                       cfg.homology_hits)
+    removed = np.zeros(len(seqs), bool)
+    for g, name in enumerate(groups):
+        hit = flags[:, g] & ~removed
+        report[f"removed_similar_to_{name.replace(' ', '_').replace('-', '_')}"] = int(hit.sum())
+        removed |= hit
+    seqs = [s for s, r in zip(seqs, removed) if not r]
+    val = [s for s in seqs if _is_val(s, cfg.val_modulus)]
+    rest = [s for s in seqs if not _is_val(s, cfg.val_modulus)]
+    near_val = similar_to(rest, [val], cfg.kmer_exact, cfg.kmer_homology, cfg.homology_hits)[:, 0]
+    report["removed_similar_to_validation_set"] = int(near_val.sum())
+    train = [s for s, r in zip(rest, near_val) if not r]
+    report["filter_seconds"] = round(time.perf_counter() - t0, 1)
+    report.update(train_sequences=len(train), train_residues=sum(map(len, train)),
+                  val_sequences=len(val), val_residues=sum(map(len, val)))
+    return [(pool[s], s) for s in train], [(pool[s], s) for s in val], report
 
 
 def unigram_perplexity(train: list[str], val: list[str]) -> float:
@@ -132,6 +181,87 @@ def unigram_perplexity(train: list[str], val: list[str]) -> float:
     logp = torch.log(counts.clamp(min=1) / counts.sum())
     idx = torch.tensor([ord(c) - 65 for s in val for c in s])
     return float(torch.exp(-logp[idx].mean()))
+
+
+# ------------------------------------------------------------------------------ corpus
+class Corpus:
+    """Token rows stored as one ``uint8`` array of alphabet indices plus offsets (fast to reload)."""
+
+    def __init__(self, tokens, offsets, ids):
+        self.tokens, self.offsets, self.ids = tokens, offsets, ids
+        self.lengths = (offsets[1:] - offsets[:-1]).tolist()
+
+    def __len__(self):
+        return len(self.ids)
+
+    def row(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(self.tokens[self.offsets[i]:self.offsets[i + 1]])
+
+    def sequences(self, alphabet, n: int | None = None) -> list[str]:
+        letters = {alphabet.get_idx(c): c for c in STANDARD_AA + "X"}
+        return ["".join(letters[int(t)] for t in self.row(i)) for i in range(len(self)
+                                                                          if n is None else n)]
+
+    @classmethod
+    def encode(cls, records: list[tuple[str, str]], alphabet) -> "Corpus":
+        import numpy as np
+
+        lut = np.zeros(256, dtype=np.uint8)
+        for c in STANDARD_AA + "X":
+            lut[ord(c)] = alphabet.get_idx(c)
+        joined = "".join(s for _, s in records).encode("ascii")
+        offsets = np.zeros(len(records) + 1, dtype=np.int64)
+        np.cumsum([len(s) for _, s in records], out=offsets[1:])
+        return cls(lut[np.frombuffer(joined, dtype=np.uint8)], offsets, [r for r, _ in records])
+
+    def save(self, path: Path) -> None:
+        import numpy as np
+
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, tokens=self.tokens, offsets=self.offsets, ids=np.array(self.ids))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "Corpus":
+        import numpy as np
+
+        with np.load(path) as z:
+            return cls(z["tokens"], z["offsets"], z["ids"].tolist())
+
+
+_FILTER_FIELDS = ("min_length", "val_modulus", "kmer_exact", "kmer_homology", "homology_hits")
+
+
+def prepare_corpus(data_dir: Path, corpus_dir: Path, cfg: PretrainConfig, alphabet) -> dict:
+    """Build (once) the filtered corpus in ``corpus_dir``: train/val arrays, report, train id list.
+
+    Runs of several model sizes share one corpus folder; one built with other filter settings is
+    refused."""
+    corpus_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = corpus_dir
+    report_path = run_dir / "corpus_report.json"
+    wanted = {k: getattr(cfg, k) for k in _FILTER_FIELDS}
+    if report_path.is_file():
+        report = json.loads(report_path.read_text())
+        if report["filter_settings"] != wanted:
+            raise ValueError(f"{corpus_dir} was filtered with {report['filter_settings']}, "
+                             f"not {wanted}; use another corpus folder")
+        return report
+    print("reading and filtering the corpus (minutes) ...", flush=True)
+    train, val, report = filter_corpus(corpus_records(data_dir), evaluation_sequences(data_dir), cfg)
+    train.sort(key=lambda r: r[1])
+    val.sort(key=lambda r: r[1])
+    Corpus.encode(train, alphabet).save(run_dir / "train.npz")
+    Corpus.encode(val, alphabet).save(run_dir / "val.npz")
+    with gzip.open(run_dir / "train_ids.txt.gz", "wt", compresslevel=9) as handle:
+        handle.write("".join(f"{rid}\n" for rid, _ in sorted(train)))
+    report["unigram_log_probs"] = unigram_log_probs([s for _, s in train[::10]])
+    report["unigram_val_perplexity"] = round(math.exp(-sum(
+        report["unigram_log_probs"].get(c, 0.0) for _, s in val for c in s if c != "X")
+        / sum(len(s) - s.count("X") for _, s in val)), 4)
+    report["filter_settings"] = wanted
+    report_path.write_text(json.dumps(report, indent=1))
+    return report
 
 
 # ----------------------------------------------------------------------------- batches
@@ -184,13 +314,14 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
 
 
 @torch.no_grad()
-def masked_perplexity(model, alphabet, seqs: list[str], crop: int, seed: int = 1234) -> float:
+def masked_perplexity(model, alphabet, rows: list[torch.Tensor], crop: int,
+                      seed: int = 1234) -> float:
     """exp(mean cross-entropy on 15 % BERT-masked residues) with a fixed mask: the validation curve."""
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     total, count = 0.0, 0
-    for i in range(0, len(seqs), 32):
-        tokens = collate([_encode(s, alphabet) for s in seqs[i:i + 32]], alphabet, crop, gen)
+    for i in range(0, len(rows), 16):
+        tokens = collate(rows[i:i + 16], alphabet, crop, gen)
         corrupted, selected = bert_mask(tokens, alphabet, gen)
         logits = model(corrupted)["logits"]
         total += float(F.cross_entropy(logits[selected], tokens[selected], reduction="sum"))
@@ -200,62 +331,74 @@ def masked_perplexity(model, alphabet, seqs: list[str], crop: int, seed: int = 1
 
 # ------------------------------------------------------------------------------- training
 def pretrain(data_dir: Path, run_dir: Path, cfg: PretrainConfig = PretrainConfig(),
-             export: Path = MINI_PATH, progress: bool = True) -> dict:
-    """Run (or resume) pretraining; checkpoints to ``run_dir``, exports fair-esm files to ``export``."""
+             export: Path | None = None, max_seconds: float = 0.0, progress: bool = True,
+             corpus_dir: Path | None = None) -> dict:
+    """Run (or resume) pretraining in ``run_dir`` (full checkpoint: weights, optimiser, step, RNG is a
+    function of seed and step); exports fair-esm files to ``export`` (default ``run_dir/model.pt``).
+
+    ``max_seconds`` > 0 stops (after a checkpoint) once this call has trained that long. A run folder
+    belongs to one configuration: resuming with another is refused. The filtered corpus is built once
+    in ``corpus_dir`` (default: ``corpus_v2`` beside ``run_dir``)."""
     from tqdm.auto import tqdm
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = run_dir / "ckpt.pt"
-    data_path = run_dir / "data.json"
-    if data_path.is_file():
-        data = json.loads(data_path.read_text())
+    export = Path(export) if export else run_dir / "esm2_tttlab_mini.pt"
+    cfg_path = run_dir / "config.json"
+    if cfg_path.is_file():
+        stored = json.loads(cfg_path.read_text())
+        if stored != asdict(cfg):
+            diff = {k: (stored.get(k), v) for k, v in asdict(cfg).items() if stored.get(k) != v}
+            raise ValueError(f"{run_dir} holds a run with other settings {diff}; use another --run-dir")
     else:
-        train, val, report = training_chains(data_dir, cfg)
-        data = {"train": train, "val": val, "report": report,
-                "unigram_val_perplexity": unigram_perplexity(train, val)}
-        data_path.write_text(json.dumps(data))
-    print(json.dumps(data["report"]), "unigram val perplexity %.3f" % data["unigram_val_perplexity"])
-
+        cfg_path.write_text(json.dumps(asdict(cfg), indent=1))
+    ckpt_path = run_dir / "ckpt.pt"
     model, alphabet = build_esm2(cfg.num_layers, cfg.embed_dim, cfg.attention_heads, seed=cfg.seed)
+    corpus_dir = Path(corpus_dir) if corpus_dir else run_dir.parent / "corpus_v2"
+    report = prepare_corpus(data_dir, corpus_dir, cfg, alphabet)
+    train = Corpus.load(corpus_dir / "train.npz")
+    val_corpus = Corpus.load(corpus_dir / "val.npz")
+    val = [val_corpus.row(i) for i in range(min(cfg.n_val_sequences, len(val_corpus)))]
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=cfg.peak_lr, betas=(0.9, 0.98), eps=1e-8)
-    state = {"step": 0, "tokens": 0, "seconds": 0.0, "history": []}
+    state = {"step": 0, "tokens": 0, "seconds": 0.0, "cpu_seconds": 0.0, "history": []}
     if ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         state = ck["state"]
-        print(f"resumed at step {state['step']}")
-    encoded = [_encode(s, alphabet) for s in data["train"]]
-    lengths = [len(s) for s in data["train"]]
-    val = data["val"][: cfg.n_val_chains]
+        print(f"resumed at step {state['step']}", flush=True)
 
     def save():
         tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "state": state,
-                    "cfg": asdict(cfg)}, tmp)
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "state": state}, tmp)
         os.replace(tmp, ckpt_path)
         save_fair_esm_checkpoint(model, export)
         (run_dir / "history.json").write_text(json.dumps(state["history"], indent=1))
 
+    if not state["history"]:
+        state["history"].append({"step": 0, "tokens": 0, "seconds": 0.0, "cpu_seconds": 0.0,
+                                 "val_masked_perplexity": round(
+                                     masked_perplexity(model, alphabet, val, cfg.crop), 4)})
     model.train()
-    bar = tqdm(total=cfg.steps, initial=state["step"], disable=not progress, desc="pretrain")
+    bar = tqdm(total=cfg.steps, initial=state["step"], disable=not progress, desc="pretrain",
+               mininterval=30)
     epoch, epoch_start = 0, 0
-    epoch_batches = make_batches(lengths, cfg, torch.Generator().manual_seed(cfg.seed * 1000))
+    epoch_batches = make_batches(train.lengths, cfg, torch.Generator().manual_seed(cfg.seed * 1000))
+    started = time.perf_counter()
     while state["step"] < cfg.steps:
         step = state["step"]
         while step - epoch_start >= len(epoch_batches):  # also fast-forwards on resume
             epoch_start += len(epoch_batches)
             epoch += 1
-            epoch_batches = make_batches(lengths, cfg,
+            epoch_batches = make_batches(train.lengths, cfg,
                                          torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
         batch = epoch_batches[step - epoch_start]
         gen = torch.Generator().manual_seed(cfg.seed * 10_000_019 + step)
-        t0 = time.perf_counter()
-        tokens = collate([encoded[i] for i in batch], alphabet, cfg.crop, gen)
+        t0, c0 = time.perf_counter(), time.process_time()
+        tokens = collate([train.row(i) for i in batch], alphabet, cfg.crop, gen)
         corrupted, selected = bert_mask(tokens, alphabet, gen)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
@@ -268,22 +411,27 @@ def pretrain(data_dir: Path, run_dir: Path, cfg: PretrainConfig = PretrainConfig
         state["step"] += 1
         state["tokens"] += int((tokens != alphabet.padding_idx).sum())
         state["seconds"] += time.perf_counter() - t0
+        state["cpu_seconds"] = state.get("cpu_seconds", 0.0) + time.process_time() - c0
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr_at(step, cfg):.1e}")
-        if state["step"] % cfg.val_every == 0 or state["step"] == cfg.steps:
+        done = state["step"] == cfg.steps or (
+            max_seconds and time.perf_counter() - started > max_seconds)
+        if state["step"] % cfg.val_every == 0 or done:
             ppl = masked_perplexity(model, alphabet, val, cfg.crop)
             model.train()
             state["history"].append({"step": state["step"], "tokens": state["tokens"],
                                      "seconds": round(state["seconds"], 1),
+                                     "cpu_seconds": round(state["cpu_seconds"], 1),
                                      "train_loss": round(loss.item(), 4),
                                      "val_masked_perplexity": round(ppl, 4)})
             print(json.dumps(state["history"][-1]), flush=True)
-        if state["step"] % cfg.ckpt_every == 0 or state["step"] == cfg.steps:
+        if state["step"] % cfg.ckpt_every == 0 or done:
             save()
+        if done:
+            break
     bar.close()
     model.eval()
-    return {"report": data["report"], "unigram_val_perplexity": data["unigram_val_perplexity"],
-            "history": state["history"]}
+    return {"report": report, "history": state["history"], "model": model}
 
 
 def unigram_log_probs(seqs: list[str]) -> dict[str, float]:
@@ -353,22 +501,32 @@ def _run(args):
         meta = json.loads(Path(args.export).with_suffix(".json").read_text())
         print(json.dumps(evaluate_pretrained(model, data_dir, meta["unigram_log_probs"]), indent=1))
         return 0
-    cfg = PretrainConfig(steps=args.steps)
-    out = pretrain(data_dir, Path(args.run_dir), cfg, Path(args.export))
-    data = json.loads((Path(args.run_dir) / "data.json").read_text())
-    meta = {"config": asdict(cfg), "filter_report": out["report"],
-            "unigram_val_perplexity": out["unigram_val_perplexity"],
-            "unigram_log_probs": unigram_log_probs(data["train"]), "history": out["history"]}
-    Path(args.export).with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    layers, width, heads = SIZES[args.size]
+    cfg = PretrainConfig(num_layers=layers, embed_dim=width, attention_heads=heads, steps=args.steps)
+    run_dir = Path(args.run_dir)
+    out = pretrain(data_dir, run_dir, cfg, args.export, max_seconds=args.max_minutes * 60)
+    export = Path(args.export) if args.export else run_dir / "esm2_tttlab_mini.pt"
+    report = {k: v for k, v in out["report"].items() if k != "unigram_log_probs"}
+    meta = {"config": asdict(cfg), "filter_report": report,
+            "unigram_val_perplexity": out["report"]["unigram_val_perplexity"],
+            "unigram_log_probs": out["report"]["unigram_log_probs"], "history": out["history"]}
+    export.with_suffix(".json").write_text(json.dumps(meta, indent=1))
     print(json.dumps(out["history"][-1] if out["history"] else {}))
     return 0
 
 
 def _add_arguments(parser):
     parser.add_argument("--data-dir", default=None, help="shared data folder (default: registry)")
-    parser.add_argument("--run-dir", default="runs/pretrain", help="checkpoints (resumable)")
-    parser.add_argument("--export", default=str(MINI_PATH), help="fair-esm .pt to write")
-    parser.add_argument("--steps", type=int, default=PretrainConfig.steps)
+    parser.add_argument("--run-dir", default="runs/pretrain_v2", help="checkpoints (resumable)")
+    parser.add_argument("--export", default=None,
+                        help="fair-esm .pt to write (default: RUN_DIR/esm2_tttlab_mini.pt)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="l",
+                        help="model size: " + ", ".join(f"{k} = {v[0]} x {v[1]}"
+                                                        for k, v in SIZES.items()))
+    parser.add_argument("--steps", type=int, default=PretrainConfig.steps,
+                        help="length of the learning-rate schedule")
+    parser.add_argument("--max-minutes", type=float, default=0,
+                        help="stop (resumably) after this many minutes of training")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     parser.add_argument("--evaluate", action="store_true",
                         help="only measure pseudo-perplexity vs the unigram baseline")
