@@ -43,6 +43,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "cache_dir", lambda: tmp_path / "cache")
     monkeypatch.setattr(data, "_downloader", offline)
     monkeypatch.setattr(prepare, "wheel", no_pip)
+    monkeypatch.setattr(prepare, "metastudent_deb", lambda source=None: no_pip("apt-get"))
     return tmp_path / "data"
 
 
@@ -50,7 +51,7 @@ def test_registry_matches_sha256sums_and_every_file_verifies():
     lines = (SHARED / "SHA256SUMS").read_text().splitlines()
     sums = dict(reversed(line.split()) for line in lines)
     reg = data.registry()
-    assert set(reg) == set(sums) and len(reg) == 84
+    assert set(reg) == set(sums) and len(reg) == 89
     for name, item in reg.items():
         assert item.sha256 == sums[name]
         assert data.locate(name, recheck=True) == SHARED / name
@@ -63,11 +64,12 @@ def test_sources_are_pinned_and_recipes_known():
             assert url.startswith("https://")
             if "github" in url:
                 assert re.search(r"/[0-9a-f]{40}/", url), url
-        assert item.recipe in (None, "mavenn", "mutvis", "tps", *prepare.MANUAL)
+        assert item.recipe in (None, *prepare.AUTOMATED, *prepare.MANUAL)
     kinds = {e.kind for e in data.registry().values()}
     assert kinds == {"fitness/dms", "structure/pfam40", "structure/dms_targets",
                      "sequences/flip_secondary_structure", "sequences/flip_conservation",
-                     "function/localization", "function/terpene_synthases"}
+                     "function/localization", "function/terpene_synthases",
+                     "sequences/swissprot_2014_01", "homologs/families"}
 
 
 def test_names_short_forms_and_listings():
@@ -151,7 +153,7 @@ def test_cli_list_runs_offline_and_shows_every_dataset(capsys, monkeypatch):
     assert run_cli(["data", "list", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {r["dataset"] for r in rows} == {e.dataset for e in data.registry().values()}
-    assert sum(r["files"] for r in rows) == 84
+    assert sum(r["files"] for r in rows) == 89
     assert all(r["state"] == f"{r['files']} verified" for r in rows)
     assert run_cli(["data", "list", "--files"]) == 0
     out = capsys.readouterr().out
@@ -167,7 +169,7 @@ def test_cli_verify_and_fetch(isolated, capsys):
     assert "MISMATCH" in capsys.readouterr().out
     assert run_cli(["data", "fetch", "--all"]) == 1  # offline: every file fails, one line each
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 84 and all(line.startswith("failed") for line in lines)
+    assert len(lines) == 89 and all(line.startswith("failed") for line in lines)
     with pytest.raises(ValueError, match="NAME"):
         run_cli(["data", "fetch"])
 

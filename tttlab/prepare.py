@@ -1,8 +1,8 @@
 """Rebuild the data files tttlab derived in format only (``tttlab data prepare``), byte for byte.
 
 Automated: the mavenn 1.1.4 assays (Tareen et al., Genome Biol 2022), the mutagenesis-visualization
-1.0.0 assays and PDB files (its DMS_others.xlsx compiles Gray et al., Cell Syst 2018) and the
-per-protein TPS table; each output must match the registry SHA-256 before it is written. The other
+1.0.0 assays and PDB files (its DMS_others.xlsx compiles Gray et al., Cell Syst 2018), the
+per-protein TPS table and Swiss-Prot 2014_01 (from Debian's ``metastudent-data`` BLAST databases); each output must match the registry SHA-256 before it is written. The other
 derived files come with the exact manual steps in ``MANUAL``.
 """
 
@@ -56,7 +56,12 @@ TPS_COLUMNS = {"kingdom": "Kingdom (plant, fungi, bacteria)", "species": "Specie
                "tps_types": "Type (mono, sesq, di, …)", "tps_class": "Class (I or II)",
                "substrates": "Substrate (including stereochemistry)",
                "substrate_smiles_no_stereo": "SMILES_substrate_canonical_no_stereo"}
-AUTOMATED = ("mavenn", "mutvis", "tps")
+#: Debian package holding Swiss-Prot 2014_01 as three BLAST databases (file name, SHA-256)
+METASTUDENT_DEB = ("metastudent-data_2.0.1-8_all.deb",
+                   "020ed0c560a5ba96f39c434399b3ecf0fa790a4776c4aac24458f837969ae54b")
+METASTUDENT_DBS = tuple(f"usr/share/metastudent-data/dataset_201401/{o}/goasp.fasta"
+                        for o in ("BPO", "MFO", "CCO"))
+AUTOMATED = ("mavenn", "mutvis", "tps", "metastudent")
 GH = "https://github.com"
 GZIP_STEP = ("gzip the csv with Python's gzip.GzipFile(filename='<assay>.csv', compresslevel=9, "
              "mtime=0 (BLAT: 1795553344)), one flush() before close")
@@ -85,6 +90,12 @@ MANUAL = {
         "splits/sequences.fasta and splits/sampled.fasta; run `touch -d @1795553417 FILE && gzip "
         "-9 FILE` on each (GNU gzip 1.12 gives the registered bytes); put them in "
         "sequences/flip_TASK/"),
+    "families": (
+        "gzip -9 (unchanged content) the alignment named in families/PROVENANCE.md: PoET "
+        f"{GH}/OpenProteinAI/PoET/raw/e8fb041386c3d8233afaea48f849d355fdda39cf/data/"
+        "BLAT_ECOLX_ColabFold_2202.a3m (MIT); ProteinGym's SPG1_STRSG_full_b0.1.a2m (MIT); "
+        "pagnani/ArDCAData data/PF00595/PF00595_mgap6.fasta.gz (MIT); the PF00076 Pfam seed of "
+        "HMMER's example files (CC0); a byte-identical copy is checked by SHA-256"),
     "structure-map": (
         "derived by the tttlab authors, no public source: per assay, a global alignment of "
         "<assay>.wt.fasta to the observed residues of its chain in structures/dms_targets/; copy "
@@ -198,6 +209,54 @@ def _tps(name: str, source) -> dict[str, bytes]:
     return {name: pd.DataFrame(rows).to_csv(index=False, lineterminator="\n").encode()}
 
 
+def metastudent_deb(source=None) -> Path:
+    """The verified ``metastudent-data`` package: ``source`` (the .deb or its folder), else one
+    fetched with ``apt-get download metastudent-data`` into the cache."""
+    filename, sha = METASTUDENT_DEB
+    if source is not None:
+        file = Path(source) / filename if Path(source).is_dir() else Path(source)
+    else:
+        folder = data.cache_dir() / "sources"
+        file = folder / filename
+        if not file.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            run = subprocess.run(["apt-get", "download", "metastudent-data=2.0.1-8"], cwd=folder,
+                                 capture_output=True, text=True)
+            if run.returncode or not file.is_file():
+                tail = (run.stderr.strip().splitlines() or ["no output"])[-1]
+                raise FileNotFoundError(f"`apt-get download metastudent-data` failed ({tail}); "
+                                        f"get {filename} and pass it with --source")
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no such file (expected {filename})")
+    if data.sha256sum(file) != sha:
+        raise ValueError(f"{file}: SHA-256 differs from Debian's {filename} ({sha[:12]}...)")
+    return file
+
+
+def swissprot_fasta(databases: list[list[tuple[str, str]]]) -> str:
+    """The merged FASTA text: records of the databases in order, title cut at ``|``, the first
+    occurrence of each accession kept (PROVENANCE.md of ``sequences/swissprot_2014_01``)."""
+    seen, lines = set(), []
+    for records in databases:
+        for title, seq in records:
+            accession = title.split("|", 1)[0]
+            if accession not in seen:
+                seen.add(accession)
+                lines.append(f">{accession}\n{seq}\n")
+    return "".join(lines)
+
+
+def _metastudent(name: str, source) -> dict[str, bytes]:
+    from .blastdb import deb_members, read_protein_db
+
+    members = deb_members(metastudent_deb(source),
+                          {f"{db}.{ext}" for db in METASTUDENT_DBS for ext in ("pin", "phr", "psq")})
+    databases = [read_protein_db({ext: members.pop(f"{db}.{ext}") for ext in ("pin", "phr", "psq")},
+                                 db) for db in METASTUDENT_DBS]
+    text = swissprot_fasta(databases).encode()
+    return {name: gzip.compress(text, compresslevel=9, mtime=0)}
+
+
 def build(name: str, source=None) -> dict[str, bytes]:
     """Rebuild a registered file (and its sibling from the same source) in memory."""
     item = data.entry(name)
@@ -205,7 +264,7 @@ def build(name: str, source=None) -> dict[str, bytes]:
         steps = MANUAL.get(item.recipe, "it has a download URL: use `tttlab data fetch`")
         raise ValueError(f"{item.name}: `prepare` is not automated for it: {steps}")
     assay = Path(item.name).name.split(".")[0]
-    unit = item.name if item.name.endswith((".pdb", ".csv")) else assay
+    unit = item.name if item.name.endswith((".pdb", ".csv", ".fasta.gz")) else assay
     return _build_unit(item.recipe, unit, None if source is None else str(source))
 
 
@@ -215,6 +274,8 @@ def _build_unit(recipe: str, unit: str, source: str | None) -> dict[str, bytes]:
         return _mavenn(unit, source)
     if recipe == "tps":
         return _tps(unit, source)
+    if recipe == "metastudent":
+        return _metastudent(unit, source)
     return _mutvis_pdb(unit, source) if unit.endswith(".pdb") else _mutvis(unit, source)
 
 
@@ -224,9 +285,10 @@ def prepare(name: str, source=None) -> Path:
     Parameters
     ----------
     name : str
-        A registered file with an automated recipe (``mavenn``, ``mutvis``, ``tps``).
+        A registered file with an automated recipe (``mavenn``, ``mutvis``, ``tps``, ``metastudent``).
     source : path, optional
-        Local source (a wheel, or the TPS csv) instead of `pip download` / the registry copy.
+        Local source (a wheel, the TPS csv, the metastudent-data .deb) instead of `pip download`,
+        `apt-get download` or the registry copy.
 
     Returns
     -------

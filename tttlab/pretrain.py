@@ -264,6 +264,20 @@ def prepare_corpus(data_dir: Path, corpus_dir: Path, cfg: PretrainConfig, alphab
     return report
 
 
+def bert_init(model, std: float = 0.02) -> None:
+    """BERT/fairseq initialisation (``init_bert_params``): linear and embedding weights N(0, std),
+    biases and the padding embedding zero. fair-esm's constructor keeps PyTorch's defaults, whose
+    N(0, 1) embedding (tied to the LM head) starts the loss near 30 instead of ln(33) = 3.5."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+                module.weight.normal_(0.0, std)
+            if isinstance(module, torch.nn.Linear) and module.bias is not None:
+                module.bias.zero_()
+        model.embed_tokens.weight[model.padding_idx].zero_()
+        model.lm_head.bias.zero_()
+
+
 # ----------------------------------------------------------------------------- batches
 def _encode(seq, alphabet) -> torch.Tensor:
     return torch.tensor([alphabet.get_idx(c) for c in seq], dtype=torch.uint8)
@@ -353,6 +367,7 @@ def pretrain(data_dir: Path, run_dir: Path, cfg: PretrainConfig = PretrainConfig
         cfg_path.write_text(json.dumps(asdict(cfg), indent=1))
     ckpt_path = run_dir / "ckpt.pt"
     model, alphabet = build_esm2(cfg.num_layers, cfg.embed_dim, cfg.attention_heads, seed=cfg.seed)
+    bert_init(model)
     corpus_dir = Path(corpus_dir) if corpus_dir else run_dir.parent / "corpus_v2"
     report = prepare_corpus(data_dir, corpus_dir, cfg, alphabet)
     train = Corpus.load(corpus_dir / "train.npz")
@@ -413,7 +428,7 @@ def pretrain(data_dir: Path, run_dir: Path, cfg: PretrainConfig = PretrainConfig
         state["seconds"] += time.perf_counter() - t0
         state["cpu_seconds"] = state.get("cpu_seconds", 0.0) + time.process_time() - c0
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr_at(step, cfg):.1e}")
+        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr_at(step, cfg):.1e}", refresh=False)
         done = state["step"] == cfg.steps or (
             max_seconds and time.perf_counter() - started > max_seconds)
         if state["step"] % cfg.val_every == 0 or done:
