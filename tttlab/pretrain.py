@@ -327,6 +327,14 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
                           * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+def masked_logits(model, corrupted: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """``model(corrupted)["logits"][selected]`` with the LM head applied to the selected rows only
+    (n x vocabulary): the same values, without the B x T x vocabulary logits and their gradient."""
+    from .scoring import _final_hidden
+
+    return model.lm_head(_final_hidden(model, corrupted)[selected])
+
+
 @torch.no_grad()
 def masked_perplexity(model, alphabet, rows: list[torch.Tensor], crop: int,
                       seed: int = 1234) -> float:
@@ -337,8 +345,8 @@ def masked_perplexity(model, alphabet, rows: list[torch.Tensor], crop: int,
     for i in range(0, len(rows), 16):
         tokens = collate(rows[i:i + 16], alphabet, crop, gen)
         corrupted, selected = bert_mask(tokens, alphabet, gen)
-        logits = model(corrupted)["logits"]
-        total += float(F.cross_entropy(logits[selected], tokens[selected], reduction="sum"))
+        logits = masked_logits(model, corrupted, selected)
+        total += float(F.cross_entropy(logits, tokens[selected], reduction="sum"))
         count += int(selected.sum())
     return math.exp(total / count)
 
@@ -417,8 +425,7 @@ def pretrain(data_dir: Path, run_dir: Path, cfg: PretrainConfig = PretrainConfig
         corrupted, selected = bert_mask(tokens, alphabet, gen)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        logits = model(corrupted)["logits"]
-        loss = F.cross_entropy(logits[selected], tokens[selected])
+        loss = F.cross_entropy(masked_logits(model, corrupted, selected), tokens[selected])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
