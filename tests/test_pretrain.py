@@ -64,3 +64,54 @@ def test_schedule_warms_up_then_decays():
     assert lr_at(99, cfg) == pytest.approx(1e-3)
     assert lr_at(1000, cfg) == pytest.approx(1e-4)
     assert lr_at(500, cfg) < lr_at(200, cfg)
+
+
+def _tiny_corpus(folder, cfg):
+    import json
+    import random
+
+    from tttlab.models import build_esm2
+    from tttlab.pretrain import _FILTER_FIELDS, Corpus, unigram_log_probs
+
+    rng = random.Random(0)
+    aa = "ACDEFGHIKLMNPQRSTVWY"
+    seqs = ["".join(rng.choice(aa) for _ in range(rng.randint(30, 80))) for _ in range(60)]
+    _, alphabet = build_esm2(1, 16, 2)
+    folder.mkdir(parents=True)
+    Corpus.encode([(f"t{i}", s) for i, s in enumerate(seqs[:52])], alphabet).save(folder / "train.npz")
+    Corpus.encode([(f"v{i}", s) for i, s in enumerate(seqs[52:])], alphabet).save(folder / "val.npz")
+    report = {"unigram_log_probs": unigram_log_probs(seqs[:52]), "unigram_val_perplexity": 20.0,
+              "filter_settings": {k: getattr(cfg, k) for k in _FILTER_FIELDS}}
+    (folder / "corpus_report.json").write_text(json.dumps(report))
+
+
+def test_pretrain_resumes_bit_exactly_and_continues_from_a_snapshot(tmp_path):
+    from tttlab.pretrain import PretrainConfig, export_snapshot, pretrain
+
+    cfg = PretrainConfig(num_layers=2, embed_dim=32, attention_heads=2, crop=40, steps=6,
+                         tokens_per_batch=256, warmup_steps=2, val_every=2, ckpt_every=1,
+                         n_val_sequences=4)
+    corpus = tmp_path / "corpus_v2"
+    _tiny_corpus(corpus, cfg)
+    straight = pretrain(tmp_path, tmp_path / "a", cfg, progress=False)
+    pretrain(tmp_path, tmp_path / "b", cfg, max_seconds=1e-9, progress=False)  # stops after 1 step
+    resumed = pretrain(tmp_path, tmp_path / "b", cfg, progress=False)
+    for (name, p), q in zip(straight["model"].state_dict().items(),
+                            resumed["model"].state_dict().values()):
+        assert torch.equal(p, q), name
+    assert [h["step"] for h in straight["history"]] == [0, 2, 4, 6]
+    assert straight["history"][-1]["val_masked_perplexity"] == \
+        resumed["history"][-1]["val_masked_perplexity"]
+    with pytest.raises(ValueError, match="other settings"):
+        pretrain(tmp_path, tmp_path / "a", PretrainConfig(**{**cfg.__dict__, "steps": 7}))
+
+    # a new machine: only the fp16 snapshot travels; the schedule resumes at its step
+    export_snapshot(tmp_path / "b", tmp_path / "snap" / "esm2_v2.pt")
+    longer = PretrainConfig(**{**cfg.__dict__, "steps": 8})
+    with pytest.raises(ValueError, match="other settings"):
+        pretrain(tmp_path, tmp_path / "c", longer, init=tmp_path / "snap" / "esm2_v2.pt")
+    cont = pretrain(tmp_path, tmp_path / "c", cfg, init=tmp_path / "snap" / "esm2_v2.pt",
+                    progress=False)
+    assert cont["history"][-1]["step"] == 6  # nothing left to train: the weights are the snapshot's
+    for p, q in zip(straight["model"].parameters(), cont["model"].parameters()):
+        torch.testing.assert_close(p, q, atol=2e-3, rtol=1e-3)  # fp16 rounding only

@@ -124,13 +124,14 @@ def build_esm2(num_layers=4, embed_dim=192, attention_heads=12, seed=0, fast_att
     return model, alphabet
 
 
-def save_fair_esm_checkpoint(model, path: str | Path) -> None:
-    """Write ``model`` in the format ``esm.pretrained.load_model_and_alphabet_local`` reads."""
+def save_fair_esm_checkpoint(model, path: str | Path, dtype: torch.dtype | None = None) -> None:
+    """Write ``model`` in the format ``esm.pretrained.load_model_and_alphabet_local`` reads
+    (``dtype=torch.float16`` halves the file; loading casts back to the model's float32)."""
     cfg = argparse.Namespace(encoder_layers=model.num_layers, encoder_embed_dim=model.embed_dim,
                              encoder_attention_heads=model.attention_heads,
                              token_dropout=model.token_dropout)
-    state = {"encoder." + k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-             if not k.startswith("contact_head.regression")}
+    state = {"encoder." + k: v.detach().cpu().to(dtype or v.dtype).clone()
+             for k, v in model.state_dict().items() if not k.startswith("contact_head.regression")}
     _atomic_save({"cfg": {"model": cfg}, "model": state}, Path(path))
 
 

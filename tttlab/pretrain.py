@@ -354,15 +354,23 @@ def masked_perplexity(model, alphabet, rows: list[torch.Tensor], crop: int,
 # ------------------------------------------------------------------------------- training
 def pretrain(data_dir: Path, run_dir: Path, cfg: PretrainConfig = PretrainConfig(),
              export: Path | None = None, max_seconds: float = 0.0, progress: bool = True,
-             corpus_dir: Path | None = None) -> dict:
+             corpus_dir: Path | None = None, init: Path | None = None) -> dict:
     """Run (or resume) pretraining in ``run_dir`` (full checkpoint: weights, optimiser, step, RNG is a
     function of seed and step); exports fair-esm files to ``export`` (default ``run_dir/model.pt``).
 
     ``max_seconds`` > 0 stops (after a checkpoint) once this call has trained that long. A run folder
     belongs to one configuration: resuming with another is refused. The filtered corpus is built once
-    in ``corpus_dir`` (default: ``corpus_v2`` beside ``run_dir``)."""
+    in ``corpus_dir`` (default: ``corpus_v2`` beside ``run_dir``).
+
+    ``init``: a fresh ``run_dir`` on another machine continues from exported weights (the committed
+    snapshot and its ``.json``): same configuration, schedule resumed at the snapshot's step, a new
+    optimiser whose learning rate ramps up again over ``warmup_steps // 4`` steps."""
     from tqdm.auto import tqdm
 
+    if init is not None:
+        meta = json.loads(Path(init).with_suffix(".json").read_text())
+        if meta["config"] != asdict(cfg):
+            raise ValueError(f"{init} was trained with other settings; use its size and --steps")
     run_dir.mkdir(parents=True, exist_ok=True)
     export = Path(export) if export else run_dir / "esm2_tttlab_mini.pt"
     cfg_path = run_dir / "config.json"
@@ -393,6 +401,15 @@ def pretrain(data_dir: Path, run_dir: Path, cfg: PretrainConfig = PretrainConfig
         opt.load_state_dict(ck["opt"])
         state = ck["state"]
         print(f"resumed at step {state['step']}", flush=True)
+    elif init is not None:
+        with torch.serialization.safe_globals([argparse.Namespace]):  # fair-esm's cfg object
+            weights = torch.load(init, map_location="cpu", weights_only=True)["model"]
+        model.load_state_dict({k.removeprefix("encoder."): v.float() for k, v in weights.items()},
+                              strict=False)
+        last = meta["history"][-1]
+        state.update(step=last["step"], tokens=last["tokens"], seconds=last["seconds"],
+                     cpu_seconds=last["cpu_seconds"], history=meta["history"], restart=last["step"])
+        print(f"continuing from {init} at step {state['step']} with a fresh optimiser", flush=True)
 
     def save():
         tmp = ckpt_path.with_suffix(".tmp")
@@ -423,8 +440,9 @@ def pretrain(data_dir: Path, run_dir: Path, cfg: PretrainConfig = PretrainConfig
         t0, c0 = time.perf_counter(), time.process_time()
         tokens = collate([train.row(i) for i in batch], alphabet, cfg.crop, gen)
         corrupted, selected = bert_mask(tokens, alphabet, gen)
+        ramp = min(1.0, (step - state.get("restart", -10**9) + 1) / max(1, cfg.warmup_steps // 4))
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg) * ramp
         loss = F.cross_entropy(masked_logits(model, corrupted, selected), tokens[selected])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -508,6 +526,30 @@ def evaluate_pretrained(model, data_dir: Path, unigram: dict[str, float], n_held
     return out
 
 
+def _model_meta(cfg: PretrainConfig, report: dict, history: list) -> dict:
+    """The ``.json`` written beside exported weights: configuration, filter report, baseline, curve."""
+    return {"config": asdict(cfg),
+            "filter_report": {k: v for k, v in report.items() if k != "unigram_log_probs"},
+            "unigram_val_perplexity": report["unigram_val_perplexity"],
+            "unigram_log_probs": report["unigram_log_probs"], "history": history}
+
+
+def export_snapshot(run_dir: Path, path: Path, corpus_dir: Path | None = None) -> dict:
+    """Write the run's latest checkpoint as fp16 fair-esm weights + ``.json`` at ``path`` (the copy
+    committed so that a new machine can continue with ``--init``); returns the last curve point."""
+    cfg = PretrainConfig(**json.loads((run_dir / "config.json").read_text()))
+    ck = torch.load(run_dir / "ckpt.pt", map_location="cpu", weights_only=True)
+    model, _ = build_esm2(cfg.num_layers, cfg.embed_dim, cfg.attention_heads)
+    model.load_state_dict(ck["model"])
+    corpus_dir = Path(corpus_dir) if corpus_dir else run_dir.parent / "corpus_v2"
+    report = json.loads((corpus_dir / "corpus_report.json").read_text())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_fair_esm_checkpoint(model, path, dtype=torch.float16)
+    path.with_suffix(".json").write_text(json.dumps(_model_meta(cfg, report, ck["state"]["history"]),
+                                                    indent=1))
+    return ck["state"]["history"][-1]
+
+
 def _run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -523,16 +565,17 @@ def _run(args):
         meta = json.loads(Path(args.export).with_suffix(".json").read_text())
         print(json.dumps(evaluate_pretrained(model, data_dir, meta["unigram_log_probs"]), indent=1))
         return 0
+    if args.snapshot:
+        print(json.dumps(export_snapshot(Path(args.run_dir), Path(args.snapshot))))
+        return 0
     layers, width, heads = SIZES[args.size]
     cfg = PretrainConfig(num_layers=layers, embed_dim=width, attention_heads=heads, steps=args.steps)
     run_dir = Path(args.run_dir)
-    out = pretrain(data_dir, run_dir, cfg, args.export, max_seconds=args.max_minutes * 60)
+    out = pretrain(data_dir, run_dir, cfg, args.export, max_seconds=args.max_minutes * 60,
+                   init=args.init)
     export = Path(args.export) if args.export else run_dir / "esm2_tttlab_mini.pt"
-    report = {k: v for k, v in out["report"].items() if k != "unigram_log_probs"}
-    meta = {"config": asdict(cfg), "filter_report": report,
-            "unigram_val_perplexity": out["report"]["unigram_val_perplexity"],
-            "unigram_log_probs": out["report"]["unigram_log_probs"], "history": out["history"]}
-    export.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    export.with_suffix(".json").write_text(json.dumps(_model_meta(cfg, out["report"],
+                                                                  out["history"]), indent=1))
     print(json.dumps(out["history"][-1] if out["history"] else {}))
     return 0
 
@@ -549,6 +592,12 @@ def _add_arguments(parser):
                         help="length of the learning-rate schedule")
     parser.add_argument("--max-minutes", type=float, default=0,
                         help="stop (resumably) after this many minutes of training")
+    parser.add_argument("--init", default=None,
+                        help="start a new run folder from exported weights (e.g. the committed "
+                             "snapshot) with a fresh optimiser")
+    parser.add_argument("--snapshot", default=None,
+                        help="only export RUN_DIR's checkpoint as fp16 weights + .json to this "
+                             "path (the copy to commit), then exit")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     parser.add_argument("--evaluate", action="store_true",
                         help="only measure pseudo-perplexity vs the unigram baseline")
