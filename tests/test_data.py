@@ -161,7 +161,7 @@ def test_cli_list_runs_offline_and_shows_every_dataset(capsys, monkeypatch):
 
 
 def test_cli_verify_and_fetch(isolated, capsys):
-    assert run_cli(["data", "verify", "localization"]) == 0  # all three missing, none wrong
+    assert run_cli(["data", "verify", "localization"]) == 1  # all three missing: not a success
     assert "0 verified, 3 missing, 0 MISMATCH" in capsys.readouterr().out
     (isolated / "localization").mkdir(parents=True)
     (isolated / "localization/setHARD.fasta").write_text(">x\nMK\n")
@@ -224,3 +224,12 @@ def test_prepare_from_wheels_is_byte_identical(name):
         pytest.importorskip("openpyxl")
     blob = prepare.build(name, os.environ["TTTLAB_WHEELS"])[name]
     assert hashlib.sha256(blob).hexdigest() == data.registry()[name].sha256
+
+
+def test_fasta_with_byte_order_mark_keeps_its_first_record(tmp_path):
+    f = tmp_path / "bom.fasta"
+    f.write_bytes("\ufeff>first\nMKT\n>second\nAC\n".encode("utf-8"))
+    assert data.read_fasta(f) == [("first", "MKT"), ("second", "AC")]
+    g = tmp_path / "bom.fasta.gz"
+    g.write_bytes(gzip.compress(f.read_bytes()))
+    assert data.read_fasta(g) == [("first", "MKT"), ("second", "AC")]

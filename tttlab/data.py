@@ -204,10 +204,11 @@ def structure_files(subset: str = "pfam40") -> list[Path]:
 
 
 def read_fasta(path) -> list[tuple[str, str]]:
-    """(header, sequence) pairs of a plain or gzipped FASTA file."""
+    """(header, sequence) pairs of a plain or gzipped FASTA file (a UTF-8 byte-order mark is
+    skipped, so the first record is not lost)."""
     opener = gzip.open if str(path).endswith(".gz") else open
     records, header, chunks = [], None, []
-    with opener(path, "rt") as handle:
+    with opener(path, "rt", encoding="utf-8-sig") as handle:
         for line in handle:
             line = line.strip()
             if line.startswith(">"):
@@ -310,7 +311,7 @@ def _cli_verify(args) -> int:
     counts = {s: sum(r["state"] == s for r in rows) for s in ("verified", "missing", "MISMATCH")}
     if not args.json:
         print(", ".join(f"{n} {s}" for s, n in counts.items()))
-    return 1 if counts["MISMATCH"] else 0
+    return 1 if counts["MISMATCH"] or counts["missing"] else 0  # a missing file is not "verified"
 
 
 def _cli_prepare(args) -> int:
