@@ -261,7 +261,7 @@ def test_duplicate_mutants_rejected(tiny):
         score_mutants(tiny[0], UBQ, ["M1A", "M1A"], marginals=np.zeros((len(UBQ), 20)))
 
 
-@pytest.mark.parametrize("seq", ["", "   ", "MKB1", "MK*"])
+@pytest.mark.parametrize("seq", ["", "   ", "MKB1", "MK*", "XXXX", "x"])
 def test_bad_sequences_rejected(seq):
     with pytest.raises(ValueError):
         check_sequence(seq)

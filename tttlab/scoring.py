@@ -31,6 +31,8 @@ def check_sequence(seq: str, name: str = "sequence") -> str:
     bad = sorted(set(seq) - VALID_LETTERS)
     if bad:
         raise ValueError(f"{name}: letters outside the 20 standard amino acids and X: {''.join(bad)}")
+    if set(seq) == {"X"}:  # nothing to score or train on: every number would be NaN
+        raise ValueError(f"{name}: only unknown residues (X); give at least one amino acid")
     return seq
 
 
