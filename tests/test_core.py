@@ -115,6 +115,24 @@ def test_reset_is_bit_exact_and_keeps_tie(tiny):
     assert not model.training
 
 
+def test_customized_restores_each_module_mode_and_the_callers_gradients(tiny):
+    model, _ = tiny
+    model.eval()
+    model.layers[0].train()  # a user's mixed modes, e.g. dropout on in one block
+    weight = model.layers[1].fc1.weight
+    weight.grad = torch.full_like(weight, 0.5)
+    own = weight.grad
+    try:
+        with customized(model, UBQ, progress=False, **FAST):
+            pass
+        assert model.layers[0].training and not model.training and not model.layers[1].training
+        assert weight.grad is own and torch.equal(own, torch.full_like(weight, 0.5))
+        assert all(p.grad is None for n, p in model.named_parameters() if "layers.1.fc1.w" not in n)
+    finally:
+        weight.grad = None
+        model.eval()
+
+
 def test_reset_on_error(tiny):
     model, _ = tiny
     before = snapshot(model)

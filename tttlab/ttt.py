@@ -165,7 +165,10 @@ def customize(model, sequence: str, cfg: TTTConfig | None = None, progress: bool
     device = model_device(model)
     tokens = encode(model.alphabet, sequence, device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    requires = {p: p.requires_grad for p in model.parameters()}  # restored on exit
+    # restored on exit: which parameters train, each module's train/eval mode, existing gradients
+    requires = {p: p.requires_grad for p in model.parameters()}
+    modes = {m: m.training for m in model.modules()}
+    grads = {p: p.grad for p in model.parameters() if p.grad is not None}
     if cfg.trainable == "lora":
         params = _add_lora(model, cfg)
         for p in model.parameters():
@@ -220,10 +223,12 @@ def customize(model, sequence: str, cfg: TTTConfig | None = None, progress: bool
             opt.step()
             record(step, float(total))
     finally:
-        opt.zero_grad(set_to_none=True)  # no stale gradients (or their memory) left behind
-        model.eval()
+        opt.zero_grad(set_to_none=True)  # no TTT gradients (or their memory) left behind
         for p, flag in requires.items():
             p.requires_grad_(flag)
+            p.grad = grads.get(p)  # the caller's own gradients, untouched (never accumulated into)
+        for m in model.modules():  # LoRA adapters added here follow their model's mode
+            m.train(modes.get(m, model.training))
     if cfg.keep_best and best[1] is not None:
         result.best_step = best[1][0]
         restore(model, best[1][1])
@@ -242,10 +247,11 @@ def customized(model, sequence: str, cfg: TTTConfig | None = None, progress: boo
     """``with customized(model, seq, cfg) as result:`` -- the model is customised to ``seq``
     inside the block and restored bit for bit on exit, even when the block raises."""
     state = snapshot(model)
-    was_training = model.training
+    modes = {m: m.training for m in model.modules()}
     try:
         yield customize(model, sequence, cfg, progress=progress, callback=callback, **overrides)
     finally:
         _remove_lora(model)
         restore(model, state)
-        model.train(was_training)
+        for m, flag in modes.items():  # each submodule's own mode, not one flag for all
+            m.train(flag)
