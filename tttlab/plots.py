@@ -380,3 +380,28 @@ def pretraining_curve(history, unigram: float | None = None, ax=None):
     ax.set(xlabel="training tokens (millions)", ylabel="masked-LM perplexity")
     ax.legend()
     return ax
+
+
+def size_sweep_curves(runs: dict, unigram: float | None = None, reference: dict | None = None):
+    """Validation perplexity of several pretraining runs (``{label: history rows}``) against
+    training tokens and against training compute (process CPU hours), side by side.
+    ``reference``: ``{label: perplexity}`` drawn as dotted lines (e.g. the previous model)."""
+    import pandas as pd
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for label, history in runs.items():
+        table = pd.DataFrame(history)
+        for ax, x in zip(axes, (table["tokens"] / 1e6, table["cpu_seconds"] / 3600)):
+            ax.plot(x, table["val_masked_perplexity"], marker="o", ms=3, label=label)
+    for ax in axes:
+        if unigram is not None:
+            ax.axhline(unigram, ls="--", color="grey", label="unigram baseline")
+        for i, (label, value) in enumerate((reference or {}).items()):
+            ax.axhline(value, ls=":", color=f"C{len(runs) + i}", label=label)
+    if unigram is not None:  # the step-0 point (about 33, uniform guessing) would flatten the rest
+        axes[0].set_ylim(top=unigram * 1.2)
+    axes[0].set(xlabel="training tokens (millions)", ylabel="validation masked-LM perplexity")
+    axes[1].set(xlabel="training compute (process CPU hours)")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
