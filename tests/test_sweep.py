@@ -132,3 +132,13 @@ def test_sweep_fitness_resumes_and_reports_errors(small_dms_dir, tiny_checkpoint
     assert again.attrs["submitted"] == 0
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")} == mtimes
     assert again.equals(table)
+
+
+def test_report_exit_status_says_whether_every_task_finished(tmp_path, capsys):
+    table = pd.DataFrame({"task_id": ["a", "b"], "status": ["ok", "ok"]})
+    table.attrs["submitted"] = 2
+    assert sweep._report(table, tmp_path, as_json=False) == 0
+    table.loc[1, "status"] = "error"
+    assert sweep._report(table, tmp_path, as_json=False) == 1
+    assert sweep._report(table, tmp_path, as_json=True) == 1
+    assert "1 finished, 1 failed" in capsys.readouterr().out

@@ -526,6 +526,30 @@ def evaluate_pretrained(model, data_dir: Path, unigram: dict[str, float], n_held
     return out
 
 
+def check_leakage(data_dir: Path, train_ids: Path, sample_every: int = 50) -> dict:
+    """Audit a ``train_ids.txt.gz``: rebuild its sequences from the corpus, count those sharing an
+    exact 20-mer with each evaluation group (numpy index over all of them, and an independent
+    Python-set check on every ``sample_every``-th); both must be zero."""
+    from .leakage import shares_exact_kmer
+
+    with gzip.open(train_ids, "rt") as handle:
+        wanted = {line.strip() for line in handle if line.strip()}
+    by_id = dict(corpus_records(data_dir))
+    missing = sorted(wanted - by_id.keys())
+    if missing:
+        raise ValueError(f"{train_ids}: {len(missing)} ids not in the corpus, e.g. {missing[0]}")
+    train = [by_id[i].upper() for i in sorted(wanted)]
+    out = {"train_sequences": len(train)}
+    for name, seqs in evaluation_sequences(data_dir).items():
+        shared = int(shares_exact_kmer(train, seqs).sum())
+        kmers = set().union(*(_kmers(s.upper(), 20) for s in seqs))
+        sampled = sum(any(t[i:i + 20] in kmers for i in range(len(t) - 19))
+                      for t in train[::sample_every])
+        out[name] = {"sharing_a_20mer": shared, "sharing_a_20mer_python_sample": sampled,
+                     "sample_size": len(train[::sample_every])}
+    return out
+
+
 def _model_meta(cfg: PretrainConfig, report: dict, history: list) -> dict:
     """The ``.json`` written beside exported weights: configuration, filter report, baseline, curve."""
     return {"config": asdict(cfg),
@@ -565,6 +589,9 @@ def _run(args):
         meta = json.loads(Path(args.export).with_suffix(".json").read_text())
         print(json.dumps(evaluate_pretrained(model, data_dir, meta["unigram_log_probs"]), indent=1))
         return 0
+    if args.check_leakage:
+        print(json.dumps(check_leakage(data_dir, Path(args.check_leakage)), indent=1))
+        return 0
     if args.snapshot:
         print(json.dumps(export_snapshot(Path(args.run_dir), Path(args.snapshot))))
         return 0
@@ -598,6 +625,8 @@ def _add_arguments(parser):
     parser.add_argument("--snapshot", default=None,
                         help="only export RUN_DIR's checkpoint as fp16 weights + .json to this "
                              "path (the copy to commit), then exit")
+    parser.add_argument("--check-leakage", default=None, metavar="TRAIN_IDS",
+                        help="audit a train_ids.txt.gz against every evaluation protein, then exit")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     parser.add_argument("--evaluate", action="store_true",
                         help="only measure pseudo-perplexity vs the unigram baseline")

@@ -449,15 +449,16 @@ def _add_sweep_args(p) -> None:
 
 
 def _report(table: pd.DataFrame, out, as_json: bool) -> int:
+    """Print the sweep table; exit status 1 when any task failed (the others still finished)."""
+    failed = int((table["status"] != "ok").sum())
     if as_json:
         print(table.to_json(orient="records"))
     else:
         with pd.option_context("display.width", 160, "display.max_columns", 12):
             print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        failed = int((table["status"] != "ok").sum())
         print(f"{len(table) - failed} finished, {failed} failed; {table.attrs['submitted']} run "
               f"now; summary: {Path(out) / SUMMARY_NAME}")
-    return 0
+    return 1 if failed else 0
 
 
 def _check(args) -> None:
