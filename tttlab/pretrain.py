@@ -126,11 +126,13 @@ def _is_val(seq: str, modulus: int) -> bool:
 
 
 def corpus_records(data_dir: Path) -> list[tuple[str, str]]:
-    """(id, sequence) of the v2 corpus in reading order: Swiss-Prot 2014_01, then both FLIP sets."""
+    """(id, sequence) of the v2 corpus in reading order: Swiss-Prot 2014_01 (id = accession), then
+    both FLIP sets (id = ``<set>/<chain>``: the two sets share 5,507 chain ids, 16 with other
+    sequences, so a bare chain id would not name one record)."""
     records = [(h.split()[0], s) for h, s in read_fasta(
         data_dir / "sequences" / "swissprot_2014_01" / "swissprot_2014_01.fasta.gz")]
     for sub in ("flip_secondary_structure", "flip_conservation"):
-        records += [(h.split()[0], s) for h, s in
+        records += [(f"{sub}/{h.split()[0]}", s) for h, s in
                     read_fasta(data_dir / "sequences" / sub / "sequences.fasta.gz")]
     return records
 
