@@ -80,6 +80,57 @@ def test_load_errors_are_clear(tmp_path):
         load_model(tmp_path / "weights.pt")
 
 
+class _Planted:
+    """A pickle that, when unpickled, writes a marker file (what a malicious checkpoint would do)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("planted", ["model", "regression"])
+def test_code_carrying_checkpoints_refused_even_with_the_unsafe_env_variable(
+        tmp_path, monkeypatch, tiny, planted):
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # flips torch.load's default
+    marker = tmp_path / "pwned"
+    path = tmp_path / "esm2_tiny.pt"
+    save_fair_esm_checkpoint(tiny[0], path)
+    save_contact_regression(tiny[0], tmp_path / "esm2_tiny-contact-regression.pt")
+    target = path if planted == "model" else tmp_path / "esm2_tiny-contact-regression.pt"
+    torch.save({"cfg": {}, "model": {}, "x": _Planted(marker)}, target)
+    with pytest.raises(ValueError, match="refused") as err:
+        load_model(path, device="cpu")
+    assert not marker.exists() and "\n" not in str(err.value)
+
+
+def test_empty_and_foreign_checkpoints_give_one_line_errors(tmp_path):
+    empty = tmp_path / "esm2_empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="not a readable"):
+        load_model(empty, device="cpu")
+    foreign = tmp_path / "esm2_foreign.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
+    with pytest.raises(ValueError, match="needs 'cfg' and 'model'"):
+        load_model(foreign, device="cpu")
+    tensor = tmp_path / "esm2_tensor.pt"
+    torch.save(torch.zeros(3), tensor)
+    with pytest.raises(ValueError, match="holds a Tensor"):
+        load_model(tensor, device="cpu")
+
+
+def test_cuda_without_cuda_is_a_one_line_error(monkeypatch):
+    from tttlab.models import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no CUDA"):
+        resolve_device("cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("gpu0")
+    assert resolve_device("cpu").type == "cpu"
+
+
 def test_named_model_offline_fails_fast(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
 

@@ -32,10 +32,37 @@ _SAFE_GLOBALS = [argparse.Namespace]
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    """``None`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``
+    (a CUDA device on a machine without CUDA is a one-line ``ValueError``)."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r} ({str(err).splitlines()[0]})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} asked for, but this torch has no CUDA device "
+                         "(use --device cpu)")
+    return device
+
+
+def _read_checkpoint(path: Path) -> dict:
+    """``torch.load(path, weights_only=True)`` (always passed, so ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``
+    cannot turn it off) with one-line errors for empty, foreign or code-carrying files."""
+    import pickle
+
+    try:
+        with torch.serialization.safe_globals(_SAFE_GLOBALS):
+            data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: refused, not a weights-only checkpoint ({first[:160]})") from None
+    except (EOFError, RuntimeError, OSError) as err:
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:160] if str(err) else 'empty file'})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a fair-esm checkpoint (holds a {type(data).__name__})")
+    return data
 
 
 def _load_local(path: Path):
@@ -43,19 +70,22 @@ def _load_local(path: Path):
         raise FileNotFoundError(f"model file not found: {path}")
     if not path.stem.startswith("esm2"):
         raise ValueError(f"{path.name}: fair-esm loads ESM-2 checkpoints only from files named esm2*.pt")
+    data = _read_checkpoint(path)
+    if not {"cfg", "model"} <= data.keys():
+        raise ValueError(f"{path}: not a fair-esm checkpoint (needs 'cfg' and 'model' entries, has "
+                         f"{', '.join(map(str, list(data)[:5])) or 'none'})")
     regression = path.with_name(path.stem + "-contact-regression.pt")
-    with torch.serialization.safe_globals(_SAFE_GLOBALS):
-        if regression.is_file():
-            return esm.pretrained.load_model_and_alphabet_local(str(path))
-        # fair-esm 2.0.0 insists on the regression file; without it load the bare LM (no contact head)
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
-        import warnings
+    if regression.is_file():  # fair-esm's own local loader would torch.load it without weights_only
+        return esm.pretrained.load_model_and_alphabet_core(path.stem, data,
+                                                           _read_checkpoint(regression))
+    # fair-esm 2.0.0 insists on the regression file; without it load the bare LM (no contact head)
+    import warnings
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model, alphabet, state = esm.pretrained._load_model_and_alphabet_core_v2(data)
-            model.load_state_dict(state, strict=False)
-        return model, alphabet
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, alphabet, state = esm.pretrained._load_model_and_alphabet_core_v2(data)
+        model.load_state_dict(state, strict=False)
+    return model, alphabet
 
 
 def _load_hub(name: str):
