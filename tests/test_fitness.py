@@ -88,9 +88,20 @@ def test_wrong_fasta_and_inconsistent_rows(tmp_path):
         load_dms(_write(tmp_path, rows))
 
 
+@pytest.mark.parametrize("sep, space, bom", [(";", "", ""), ("\t", "", ""), (",", " ", ""),
+                                             (";", " ", "\ufeff")])
+def test_semicolon_tab_spaces_and_bom_tables_read(tmp_path, sep, space, bom):
+    rows = [f"{m}{space}{sep}{space}{_mutate(WT, m)}{space}{sep}{space}{s}" for m, s in GOOD]
+    text = bom + f"mutant{space}{sep}{space}mutated_sequence{space}{sep}{space}DMS_score\n"
+    (tmp_path / "odd.csv").write_text(text + "\n".join(rows) + "\n", encoding="utf-8")
+    assay = load_dms(tmp_path / "odd.csv")
+    assert len(assay) == 5 and assay.wild_type == WT
+    assert assay.table.DMS_score.tolist() == [s for _, s in GOOD]
+
+
 def test_missing_columns_and_unreadable(tmp_path):
     (tmp_path / "bad.csv").write_text("variant,score\nA1C,0.5\n")
-    with pytest.raises(ValueError, match="missing column"):
+    with pytest.raises(ValueError, match=r"missing column.*found: variant, score"):
         load_dms(tmp_path / "bad.csv")
     (tmp_path / "bad.csv.gz").write_bytes(b"not gzip at all")
     with pytest.raises(ValueError, match="cannot read as CSV"):

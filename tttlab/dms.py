@@ -81,13 +81,28 @@ def assay_name(path) -> str:
     return name
 
 
+def _delimiter(path: Path) -> str:
+    """The delimiter of a (gzipped) table: whichever of , ; TAB is most frequent in its header."""
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8-sig", errors="replace") as handle:
+        header = handle.readline()
+    return max((",", ";", "\t"), key=header.count) if header.strip() else ","
+
+
 def _read_table(path: Path) -> pd.DataFrame:
+    """A DMS table with comma, semicolon or tab delimiters, spaces around them and a BOM allowed."""
     try:
-        return pd.read_csv(path, dtype={"mutant": str, "mutated_sequence": str})
+        sep = _delimiter(path)
+        df = pd.read_csv(path, sep=sep, skipinitialspace=True, encoding="utf-8-sig",
+                         dtype={"mutant": str, "mutated_sequence": str})
     except (OSError, UnicodeDecodeError, EOFError, pd.errors.ParserError,
             pd.errors.EmptyDataError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{path.name}: cannot read as CSV ({first})") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
 
 
 STOP = "stop codon: nonsense variant, not scored (ProteinGym scores substitutions only)"
@@ -140,8 +155,9 @@ def load_dms(dms_path, wt_fasta=None, drop_invalid: bool = False) -> DMSAssay:
     if wt_fasta is None and "mutated_sequence" not in df.columns:
         missing.append("mutated_sequence (or give the wild-type FASTA)")
     if missing:
-        raise ValueError(f"{name}: missing column(s) {', '.join(missing)}; ProteinGym format has "
-                         "mutant, mutated_sequence, DMS_score")
+        found = ", ".join(map(str, list(df.columns)[:8])) or "none"
+        raise ValueError(f"{name}: missing column(s) {', '.join(missing)} (found: {found}); "
+                         "ProteinGym format has mutant, mutated_sequence, DMS_score")
     n, idx = len(df), np.arange(len(df))
     mutants = np.array([m.strip() if isinstance(m, str) else "" for m in df["mutant"].tolist()],
                        dtype=object)
