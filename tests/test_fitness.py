@@ -273,3 +273,16 @@ def test_plots_and_explorer(tmp_path, tiny):
     widget.update()  # what the Run button does
     assert widget.result["assay"] == "toy" and widget.result["ttt_steps"] == 1
     plt.close("all")
+
+
+def test_registered_but_missing_assay_says_how_to_get_it(monkeypatch, tmp_path):
+    from tttlab import data
+    from tttlab.dms import assay_path
+
+    monkeypatch.setenv("TTTLAB_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.setattr(data, "shared_dir", lambda: tmp_path / "no-shared")
+    monkeypatch.setattr(data, "cache_dir", lambda: tmp_path / "cache")
+    with pytest.raises(FileNotFoundError, match="tttlab data prepare"):
+        assay_path("BLAT_ECOLX_Stiffler_2015")
+    with pytest.raises(FileNotFoundError, match="no such DMS file or shared assay"):
+        assay_path("NOT_AN_ASSAY")

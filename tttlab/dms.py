@@ -64,11 +64,8 @@ def assay_path(name_or_path) -> Path:
     p = Path(name_or_path)
     if p.is_file():
         return p
-    if p.suffix == "" and p.parent == Path("."):
-        try:
-            return data.path(f"dms/{p.name}.csv.gz")
-        except FileNotFoundError:
-            pass
+    if p.suffix == "" and p.parent == Path(".") and f"dms/{p.name}.csv.gz" in data.registry():
+        return data.path(f"dms/{p.name}.csv.gz")  # a registered assay: its own error says what to fetch
     raise FileNotFoundError(f"{name_or_path}: no such DMS file or shared assay "
                             f"(shared: {', '.join(SHARED_ASSAYS)})")
 
