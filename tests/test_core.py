@@ -389,3 +389,14 @@ def test_masked_tokens_loss_is_a_mean_of_per_copy_means(tiny):
         per_copy = [torch.nn.functional.cross_entropy(logits[b][selected[b]],
                                                       tokens[b][selected[b]]) for b in range(3)]
     assert float(loss) == pytest.approx(float(torch.stack(per_copy).mean()), rel=1e-5)
+
+
+def test_wt_marginals_long_protein_windows_and_progress(tiny, capsys):
+    from tttlab.scoring import max_residues, wt_marginals
+
+    model, _ = tiny
+    seq = (UBQ * 40)[: max_residues(model) + 40]  # just past the context: a few windows
+    out = wt_marginals(model, seq, progress=True)
+    assert out.shape == (len(seq), 20) and np.isfinite(out).all()
+    np.testing.assert_allclose(np.exp(out).sum(1) <= 1 + 1e-5, True)
+    assert "wild-type marginals" in capsys.readouterr().err

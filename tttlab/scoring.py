@@ -204,8 +204,16 @@ def _marginals(model, seq, spacing, batch_size, progress, amp):
     return out.cpu().numpy()
 
 
-def wt_marginals(model, seq: str, amp: bool = True) -> np.ndarray:
-    """L x 20 log-probabilities from one unmasked pass (windows for long proteins)."""
+def wt_marginals(model, seq: str, amp: bool = True, progress: bool = False) -> np.ndarray:
+    """L x 20 log-probabilities from one unmasked pass.
+
+    Cost: one pass for a protein within the model context (1,022 residues for ESM-2). Longer
+    proteins use ProteinGym's sliding windows, one pass per distinct window start, which grows
+    with L - 1,022 (a 3,000-residue protein: about 2,000 passes of 1,024 tokens), so ``progress``
+    shows a bar over those passes.
+    """
+    from tqdm.auto import tqdm
+
     seq = check_sequence(seq)
     alphabet = model.alphabet
     device = model_device(model)
@@ -213,7 +221,8 @@ def wt_marginals(model, seq: str, amp: bool = True) -> np.ndarray:
     window, groups = _window_groups(seq, model)
     with scoring_mode(model, amp):
         out = torch.empty(len(seq), len(STANDARD_AA), device=device)
-        for start, positions in groups:
+        for start, positions in tqdm(groups, disable=not progress or len(groups) < 2,
+                                     desc="wild-type marginals (windows)", leave=False):
             tokens = encode(alphabet, seq[start:start + window], device)[None]
             pos = torch.tensor(positions, device=device)
             hidden = _final_hidden(model, tokens, padded=False)[0, pos - start + 1]
@@ -305,7 +314,7 @@ def score_mutants(model, wt_seq: str, mutants, method: str = "masked_marginals",
                          for m in tqdm(mutants, disable=not progress, desc="PLL")])
     if marginals is None:
         marginals = (masked_marginals(model, wt_seq, progress=progress)
-                     if method == "masked_marginals" else wt_marginals(model, wt_seq))
+                     if method == "masked_marginals" else wt_marginals(model, wt_seq, progress=progress))
     col = {a: j for j, a in enumerate(STANDARD_AA)}
     return np.array([sum(marginals[p, col[mt]] - marginals[p, col[wt]] for p, wt, mt in subs)
                      for subs in parsed], dtype=float)
