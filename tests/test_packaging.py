@@ -30,5 +30,6 @@ def test_environment_yml_matches_pyproject():
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "python -m pytest" in readme and re.search(r"^python -m pytest\s*$", ci, flags=re.M)
+    command = "CI=true python -m pytest"  # the CI configuration: passes in minutes on a fresh machine
+    assert command in readme and re.search(rf"^{re.escape(command)}\s*$", ci, flags=re.M)
     assert "torch==2.13.0" in ci
