@@ -142,3 +142,22 @@ def test_report_exit_status_says_whether_every_task_finished(tmp_path, capsys):
     assert sweep._report(table, tmp_path, as_json=False) == 1
     assert sweep._report(table, tmp_path, as_json=True) == 1
     assert "1 finished, 1 failed" in capsys.readouterr().out
+
+
+def test_unwritable_or_file_out_is_refused_before_any_task_runs(tmp_path):
+    calls = []
+    file_out = tmp_path / "out.txt"
+    file_out.write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        sweep.run_sweep([("a", "p")], calls.append, file_out, progress=False)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permission bits
+            pytest.skip("running as a user who can write anywhere")
+        with pytest.raises(ValueError, match="not writable"):
+            sweep.run_sweep([("a", "p")], calls.append, locked / "sub", progress=False)
+    finally:
+        locked.chmod(0o700)
+    assert calls == []

@@ -202,6 +202,22 @@ def _client(scheduler: str | None, workers: int | None, gpu: bool, n_tasks: int)
         yield client
 
 
+def _writable_folder(out: Path) -> Path:
+    """``out`` created if missing and checked writable before any compute is spent on the sweep."""
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise ValueError(f"--out {out} is not writable ({err.strerror or type(err).__name__})") \
+            from None
+    return out
+
+
 def run_sweep(tasks, func, out, kwargs: dict | None = None, settings: dict | None = None,
               scheduler: str | None = None, workers: int | None = None, gpu: bool = False,
               retry_failed: bool = True, progress: bool = True,
@@ -232,8 +248,7 @@ def run_sweep(tasks, func, out, kwargs: dict | None = None, settings: dict | Non
     """
     from tqdm.auto import tqdm
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _writable_folder(Path(out))
     ids = [t for t, _ in tasks]
     if len(set(ids)) != len(ids):
         raise ValueError("task ids must be unique")
