@@ -281,3 +281,23 @@ def test_cli_malformed_header_exits_2(cli_files, tmp_path, capsys):
     assert err.startswith("tttlab: error:") and "bad.fasta record 2" in err
     assert cli.main(["function", "--test", str(bad)]) == 2  # no --train
     assert cli.main(["function", "--tps", "--max-test", "0"]) == 2
+
+
+def test_damaged_cache_entry_is_recomputed_and_unwritable_cache_only_warns(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"x": np.arange(3.0)}
+
+    first = embeddings._cached("k1", compute, tmp_path)
+    entry = embeddings._path("k1", tmp_path)
+    entry.write_bytes(entry.read_bytes()[:20])  # truncated (BadZipFile when read)
+    again = embeddings._cached("k1", compute, tmp_path)
+    np.testing.assert_array_equal(first["x"], again["x"])
+    assert len(calls) == 2 and embeddings._load("k1", tmp_path) is not None  # replaced
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    with pytest.warns(UserWarning, match="not writable"):
+        out = embeddings._cached("k2", compute, blocked / "cache")
+    np.testing.assert_array_equal(out["x"], np.arange(3.0))

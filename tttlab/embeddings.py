@@ -67,22 +67,32 @@ def _load(key: str, cache) -> dict[str, np.ndarray] | None:
     """The arrays stored under ``key``, or None (no cache, no entry, or a damaged file)."""
     if not cache or not _path(key, cache).is_file():
         return None
+    import zipfile
+
     try:
         with np.load(_path(key, cache)) as saved:
             return {k: saved[k] for k in saved.files}
-    except (OSError, ValueError, EOFError, KeyError):
-        return None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        return None  # a truncated or damaged entry is recomputed (and replaced by _store)
 
 
 def _store(key: str, arrays: dict[str, np.ndarray], cache) -> dict[str, np.ndarray]:
     """Write ``arrays`` as ``<key>.npz`` atomically (temporary file, then rename)."""
     if cache:
         path = _path(key, cache)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{key}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **arrays)
+            os.replace(tmp, path)
+        except OSError as err:  # read-only or full cache: keep the result, warn, do not stop
+            import warnings
+
+            if tmp.parent.is_dir():
+                tmp.unlink(missing_ok=True)
+            warnings.warn(f"embedding cache {path.parent} not writable ({err.strerror or err}); "
+                          "results are not cached", stacklevel=3)
     return arrays
 
 
