@@ -191,6 +191,15 @@ def test_prepare_tps_table_is_byte_identical(isolated):
     assert data.sha256sum(out) == data.registry()["terpene_synthases/tps_proteins.csv"].sha256
 
 
+def test_prepare_into_an_unwritable_folder_is_a_one_line_error(isolated, monkeypatch):
+    isolated.parent.mkdir(parents=True, exist_ok=True)
+    isolated.write_text("a file where the data folder should be")  # mkdir fails, even as root
+    source = SHARED / "terpene_synthases/TPS-Nov19_2023_verified.csv"
+    with pytest.raises(ValueError, match="cannot write") as err:
+        prepare.prepare("terpene_synthases/tps_proteins.csv", source=source)
+    assert "\n" not in str(err.value)
+
+
 def test_prepare_mavenn_transform_and_refusal(isolated, monkeypatch, capsys):
     rows = ("set,dist,y,dy,x\ntraining,0,0.0,0.1,ACD\ntest,1,-1.5,0.2,GCD\n"
             "training,1,0.25,0.3,AED\n")

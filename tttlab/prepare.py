@@ -304,10 +304,14 @@ def prepare(name: str, source=None) -> Path:
     if len(blob) != item.size or hashlib.sha256(blob).hexdigest() != item.sha256:
         raise ValueError(f"{item.name}: the rebuilt file differs from the registered SHA-256 "
                          f"(zlib {zlib.ZLIB_RUNTIME_VERSION}); nothing was written")
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".part")
-    tmp.write_bytes(blob)
-    os.replace(tmp, target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(blob)
+        os.replace(tmp, target)
+    except OSError as err:
+        raise ValueError(f"{item.name}: cannot write {target} ({err.strerror or err}); set "
+                         "TTTLAB_DATA_DIR to a writable folder") from None
     return target
 
 
