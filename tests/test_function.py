@@ -260,10 +260,14 @@ def cli_files(tiny, tmp_path, monkeypatch):
 
 def test_cli_json(cli_files, capsys):
     model_path, train, test = cli_files
-    code = cli.main(["function", "--train", str(train), "--train", str(train), "--test",
+    more = train.with_name("train2.fasta")  # a second --train file: other ids, other sequences
+    more.write_text(train.read_text().replace(">P", ">R").replace("A", "C"))
+    code = cli.main(["function", "--train", str(train), "--train", str(more), "--test",
                      str(test), "--model", str(model_path), "--max-test", "2", "--ttt-steps", "1",
                      "--grad-accum", "2", "--json"])
     assert code == 0
+    assert cli.main(["function", "--train", str(train), "--train", str(train), "--test",
+                     str(test), "--model", str(model_path), "--json"]) == 2  # same file twice
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in ("n_train", "n_test", "accuracy_before", "accuracy_after", "macro_f1_before",
                 "macro_f1_after", "seconds"):
@@ -301,3 +305,13 @@ def test_damaged_cache_entry_is_recomputed_and_unwritable_cache_only_warns(tmp_p
     with pytest.warns(UserWarning, match="not writable"):
         out = embeddings._cached("k2", compute, blocked / "cache")
     np.testing.assert_array_equal(out["x"], np.arange(3.0))
+
+
+def test_duplicate_ids_refused_and_train_test_overlap_reported():
+    train = pd.DataFrame({"id": ["a", "b"], "label": ["x", "y"], "sequence": ["MKT", "ACD"]})
+    test = pd.DataFrame({"id": ["c", "c"], "label": ["x", "y"], "sequence": ["MKV", "ACE"]})
+    with pytest.raises(ValueError, match="duplicate id.*test set, e.g. c"):
+        function.check_sets(train, test)
+    test = pd.DataFrame({"id": ["c", "d"], "label": ["x", "y"], "sequence": ["MKT", "ACE"]})
+    with pytest.warns(UserWarning, match="1 test protein.*e.g. c"):
+        function.check_sets(train, test)

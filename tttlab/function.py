@@ -210,6 +210,23 @@ class FunctionResult:
         return out
 
 
+def check_sets(train: pd.DataFrame, test: pd.DataFrame) -> None:
+    """Refuse duplicate ids within a set (one-line ``ValueError``) and warn about proteins whose
+    sequence is in both sets (their test score is not a held-out one)."""
+    import warnings
+
+    for name, table in (("training", train), ("test", test)):
+        dup = table["id"][table["id"].duplicated()]
+        if len(dup):
+            raise ValueError(f"{len(dup)} duplicate id(s) in the {name} set, e.g. {dup.iloc[0]}: "
+                             "give each protein one record")
+    shared = test[test["sequence"].isin(set(train["sequence"]))]
+    if len(shared):
+        warnings.warn(f"{len(shared)} test protein(s) have a sequence that is also in the training "
+                      f"set (e.g. {shared['id'].iloc[0]}): their scores are not held out",
+                      stacklevel=3)
+
+
 def run_protocol(model, train: pd.DataFrame, test: pd.DataFrame, cfg=None, layer: int = -1,
                  max_length: int = MAX_LENGTH, ppl_positions: int = 64, n_boot: int = 1000,
                  seed: int = 0, cache=True, progress: bool = True) -> FunctionResult:
@@ -221,6 +238,7 @@ def run_protocol(model, train: pd.DataFrame, test: pd.DataFrame, cfg=None, layer
     before/after (``p_true_*``, 0 when the head never saw that class), its change ``delta_p_true``
     and the sampled pseudo-perplexity before and after TTT.
     """
+    check_sets(train, test)
     start = time.perf_counter()
     X_train = embed(model, train["sequence"], layer, "mean", max_length, cache=cache,
                     progress=progress)
