@@ -175,16 +175,6 @@ def filter_corpus(records: list[tuple[str, str]], groups: dict[str, list[str]],
     return [(pool[s], s) for s in train], [(pool[s], s) for s in val], report
 
 
-def unigram_perplexity(train: list[str], val: list[str]) -> float:
-    """Perplexity of the amino-acid frequency model (fitted on ``train``) on ``val`` residues."""
-    counts = torch.zeros(26)
-    for s in train:
-        counts += torch.bincount(torch.tensor([ord(c) - 65 for c in s]), minlength=26).float()
-    logp = torch.log(counts.clamp(min=1) / counts.sum())
-    idx = torch.tensor([ord(c) - 65 for s in val for c in s])
-    return float(torch.exp(-logp[idx].mean()))
-
-
 # ------------------------------------------------------------------------------ corpus
 class Corpus:
     """Token rows stored as one ``uint8`` array of alphabet indices plus offsets (fast to reload)."""
@@ -281,10 +271,6 @@ def bert_init(model, std: float = 0.02) -> None:
 
 
 # ----------------------------------------------------------------------------- batches
-def _encode(seq, alphabet) -> torch.Tensor:
-    return torch.tensor([alphabet.get_idx(c) for c in seq], dtype=torch.uint8)
-
-
 def make_batches(lengths: list[int], cfg: PretrainConfig, generator) -> list[list[int]]:
     """Length-bucketed batches under a padded-token budget, in a random order."""
     order = torch.randperm(len(lengths), generator=generator).tolist()
