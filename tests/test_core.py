@@ -383,8 +383,8 @@ def test_masked_tokens_loss_is_a_mean_of_per_copy_means(tiny):
     tokens = torch.tensor([[alphabet.cls_idx] + [alphabet.get_idx(c) for c in UBQ[:30]]
                            + [alphabet.eos_idx]]).repeat(3, 1)
     with torch.no_grad():
-        loss = _loss(model, tokens, cfg, torch.Generator().manual_seed(5))
         corrupted, selected = bert_mask(tokens, alphabet, torch.Generator().manual_seed(5), 0.3)
+        loss = _loss(model, tokens, corrupted, selected, cfg)
         logits = model(corrupted)["logits"]
         per_copy = [torch.nn.functional.cross_entropy(logits[b][selected[b]],
                                                       tokens[b][selected[b]]) for b in range(3)]

@@ -12,7 +12,9 @@ import json
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 from .data import read_fasta
 from .masking import STANDARD_AA, bert_mask
 from .models import MINI_PATH, build_esm2, save_fair_esm_checkpoint
+from .ttt import accumulate_gradients, cpu_workers
 
 
 @dataclass(frozen=True)
@@ -323,6 +326,13 @@ def masked_logits(model, corrupted: torch.Tensor, selected: torch.Tensor) -> tor
     return model.lm_head(_final_hidden(model, corrupted)[selected])
 
 
+def _chunk_loss(model, tokens, corrupted, selected, n_selected: int) -> torch.Tensor:
+    """Summed masked cross-entropy of some rows of a batch over ``n_selected``, the batch's count:
+    the chunks of a batch add up to its mean."""
+    logits = masked_logits(model, corrupted, selected)
+    return F.cross_entropy(logits, tokens[selected], reduction="sum") / n_selected
+
+
 @torch.no_grad()
 def masked_perplexity(model, alphabet, rows: list[torch.Tensor], crop: int,
                       seed: int = 1234) -> float:
@@ -411,6 +421,9 @@ def pretrain(data_dir: Path, run_dir: Path, cfg: PretrainConfig = PretrainConfig
                                  "val_masked_perplexity": round(
                                      masked_perplexity(model, alphabet, val, cfg.crop), 4)})
     model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    device = next(model.parameters()).device
+    pool = ThreadPoolExecutor(cpu_workers(device, 1 << 20))
     bar = tqdm(total=cfg.steps, initial=state["step"], disable=not progress, desc="pretrain",
                mininterval=30)
     epoch, epoch_start = 0, 0
@@ -431,9 +444,12 @@ def pretrain(data_dir: Path, run_dir: Path, cfg: PretrainConfig = PretrainConfig
         ramp = min(1.0, (step - state.get("restart", -10**9) + 1) / max(1, cfg.warmup_steps // 4))
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg) * ramp
-        loss = F.cross_entropy(masked_logits(model, corrupted, selected), tokens[selected])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        # the batch's mean masked cross-entropy as a sum over row chunks run side by side on the
+        # CPU cores (ttt.accumulate_gradients; one chunk elsewhere)
+        chunks = torch.arange(len(tokens)).chunk(cpu_workers(device, len(tokens)))
+        loss = accumulate_gradients(params, [
+            partial(_chunk_loss, model, tokens[rows], corrupted[rows], selected[rows],
+                    int(selected.sum())) for rows in chunks], len(chunks), pool)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         state["step"] += 1
@@ -458,6 +474,7 @@ def pretrain(data_dir: Path, run_dir: Path, cfg: PretrainConfig = PretrainConfig
         if done:
             break
     bar.close()
+    pool.shutdown()
     model.eval()
     return {"report": report, "history": state["history"], "model": model}
 

@@ -112,7 +112,7 @@ def _final_hidden(model, tokens, rows=None, padded=None):
     layer then runs its queries and feed-forward on those rows alone (same values, less work).
     ``padded=False`` promises ``tokens`` hold no padding (skips a check that syncs a GPU).
     """
-    from .models import _layer_at_rows
+    from .models import layer_forward, uses_fast_attention
 
     padding_mask = tokens.eq(model.padding_idx)
     x = model.embed_scale * model.embed_tokens(tokens)
@@ -126,13 +126,16 @@ def _final_hidden(model, tokens, rows=None, padded=None):
     pad = padding_mask if padded else None
     if padded:
         x = x * (1 - padding_mask.unsqueeze(-1).type_as(x))
-    x = x.transpose(0, 1)
-    layers = model.layers if rows is None else model.layers[:-1]
-    for layer in layers:
-        x, _ = layer(x, self_attn_padding_mask=pad, need_head_weights=False)
-    if rows is None:
-        return model.emb_layer_norm_after(x).transpose(0, 1)
-    return model.emb_layer_norm_after(_layer_at_rows(model.layers[-1], x, rows, pad))
+    if not uses_fast_attention(model):  # the stock modules, in their T x B x C layout
+        x = x.transpose(0, 1)
+        for layer in model.layers:
+            x, _ = layer(x, self_attn_padding_mask=pad, need_head_weights=False)
+        x = model.emb_layer_norm_after(x).transpose(0, 1)
+        return x if rows is None else x.gather(1, rows[..., None].expand(-1, -1, x.shape[-1]))
+    last = len(model.layers) - 1
+    for i, layer in enumerate(model.layers):
+        x = layer_forward(layer, x, pad, rows=rows if i == last else None)
+    return model.emb_layer_norm_after(x)
 
 
 # ------------------------------------------------------------------------ marginals

@@ -8,15 +8,18 @@ restores the model on exit, even on error.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 from .config import TTTConfig, preset_for
 from .masking import bert_mask
-from .scoring import autocast_for, check_sequence, encode, model_device, pseudo_perplexity
+from .scoring import (_final_hidden, autocast_for, check_sequence, encode, model_device,
+                      pseudo_perplexity)
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
@@ -111,15 +114,64 @@ def _copies(tokens: torch.Tensor, n: int, crop: int, generator, device) -> torch
     return torch.cat([bos, rows, eos], dim=1)
 
 
-def _loss(model, tokens, cfg, generator):
-    alphabet = model.alphabet
-    corrupted, selected = bert_mask(tokens, alphabet, generator, cfg.mask_ratio,
-                                    cfg.bert_replace, cfg.bert_keep)
-    logits = model(corrupted)["logits"].float()
+def _loss(model, tokens, corrupted, selected, cfg):
+    hidden = _final_hidden(model, corrupted, padded=False)  # copies of one protein: no padding
     if cfg.loss == "masked_tokens":  # mean over each copy's selected positions, then over copies
-        ce = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")  # B x T
-        return ((ce * selected).sum(1) / selected.sum(1)).mean()  # bert_mask selects >= 1 a row
+        ce = F.cross_entropy(model.lm_head(hidden[selected]).float(), tokens[selected],
+                             reduction="none")  # the LM head on the selected rows only
+        copy = selected.nonzero()[:, 0]
+        per_copy = torch.zeros(len(tokens), device=ce.device).index_add_(0, copy, ce)
+        return (per_copy / selected.sum(1)).mean()  # bert_mask selects >= 1 a row
+    logits = model.lm_head(hidden).float()
     return F.cross_entropy(logits.flatten(0, 1), tokens.flatten())  # every token, BOS/EOS too
+
+
+def _summed(params, losses):
+    """Gradients of the sum of ``losses`` (zero-argument callables, each returning one
+    micro-batch's loss), one backward pass at a time (None for parameters outside the graph), and
+    that sum, detached."""
+    grads, total = [None] * len(params), 0.0
+    for loss_fn in losses:
+        loss = loss_fn()
+        new = torch.autograd.grad(loss, params, allow_unused=True)
+        grads = [g if a is None else (a if g is None else a.add_(g)) for a, g in zip(grads, new)]
+        total += loss.detach()
+    return grads, total
+
+
+def cpu_workers(device, micro_batches: int) -> int:
+    """Threads that each run whole micro-batches with one intra-op thread, on CPU: on the 2-core
+    CPU here two micro-batches side by side beat one micro-batch spread over two threads (small
+    matrix products and element-wise kernels scale poorly across cores;
+    benchmarks/bench_proteinttt.py). One (the caller's thread) on other devices."""
+    if torch.device(device).type != "cpu":
+        return 1
+    return max(1, min(torch.get_num_threads(), micro_batches))
+
+
+def accumulate_gradients(params, losses, workers: int = 1, pool=None) -> torch.Tensor:
+    """Set each parameter's ``.grad`` to the gradient of the sum of ``losses`` (zero-argument
+    callables, one micro-batch each) and return that sum.
+
+    With ``workers`` > 1 the micro-batches are split into that many contiguous chunks run in
+    ``pool``'s threads at one intra-op thread each; chunk sums are added in chunk order, so a
+    run is repeatable for a given thread count (and equal to the one-thread sum up to rounding).
+    """
+    if workers <= 1 or len(losses) == 1:
+        chunks = [_summed(params, losses)]
+    else:
+        threads = torch.get_num_threads()
+        size = -(-len(losses) // workers)
+        torch.set_num_threads(1)  # worker threads take this setting when they start
+        try:
+            chunks = list(pool.map(lambda part: _summed(params, part),
+                                   [losses[i:i + size] for i in range(0, len(losses), size)]))
+        finally:
+            torch.set_num_threads(threads)
+    for i, p in enumerate(params):
+        parts = [c[0][i] for c in chunks if c[0][i] is not None]
+        p.grad = sum(parts[1:], parts[0]) if parts else None
+    return sum(c[1] for c in chunks)
 
 
 def _rows_per_pass(model, cfg: TTTConfig, length: int, device) -> int:
@@ -198,31 +250,41 @@ def customize(model, sequence: str, cfg: TTTConfig | None = None, progress: bool
             model.train()
         result.history.append(entry)
 
-    # rows per forward pass: the published micro-batch on CPU (4-8 rows per pass cost least per
-    # row there, benchmarks/bench_engine.py); on CUDA the whole step at once (same mean loss, same
+    # rows per forward pass: the published micro-batch on CPU, where micro-batches run side by
+    # side on the cores (cpu_workers); on CUDA the whole step at once (same mean loss, same
     # gradient up to rounding, far fewer kernel launches)
     per_step = cfg.batch_size * cfg.grad_accum_steps
     rows = _rows_per_pass(model, cfg, min(tokens.numel(), cfg.crop_size), device)
+    workers = cpu_workers(device, -(-per_step // rows))
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
     model.train()
+
+    def micro_batch_loss(batch, corrupted, selected, weight):
+        with autocast_for(device, cfg.amp):
+            return _loss(model, batch, corrupted, selected, cfg) * weight
+
     try:
         record(0, None)
         for step in tqdm(range(1, cfg.steps + 1), disable=not progress, desc="TTT",
                          leave=False):
-            opt.zero_grad(set_to_none=True)
-            total = 0.0
+            losses = []  # masks drawn here, in order: the same draws whatever the threading
             for first in range(0, per_step, rows):
                 n = min(rows, per_step - first)
                 batch = _copies(tokens, n, cfg.crop_size, generator, device)
-                with autocast_for(device, cfg.amp):
-                    loss = _loss(model, batch, cfg, generator)
+                corrupted, selected = bert_mask(batch, model.alphabet, generator, cfg.mask_ratio,
+                                                cfg.bert_replace, cfg.bert_keep)
                 # ProteinTTT calls backward() on each micro-batch's mean loss without scaling,
                 # so a step's gradient is the SUM over its grad_accum_steps micro-batches
-                # (proteinttt/base.py); n / batch_size keeps that when one pass holds n rows
-                (loss * (n / cfg.batch_size)).backward()
-                total += loss.detach() * (n / per_step)
+                # (proteinttt/base.py); weight n / batch_size keeps that when a pass holds n rows
+                losses.append(partial(micro_batch_loss, batch, corrupted, selected,
+                                      n / cfg.batch_size))
+            total = accumulate_gradients(params, losses, workers, pool)
             opt.step()
-            record(step, float(total))
+            opt.zero_grad(set_to_none=True)
+            record(step, float(total) * cfg.batch_size / per_step)
     finally:
+        if pool is not None:
+            pool.shutdown()
         opt.zero_grad(set_to_none=True)  # no TTT gradients (or their memory) left behind
         for p, flag in requires.items():
             p.requires_grad_(flag)
