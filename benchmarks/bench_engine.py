@@ -28,8 +28,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tttlab  # noqa: E402
-from tttlab import masking, scoring, ttt  # noqa: E402
-from tttlab.models import build_esm2, load_model, resolve_device  # noqa: E402
+from tttlab.engine import masking, scoring, ttt  # noqa: E402
+from tttlab.engine.models import build_esm2, load_model, resolve_device  # noqa: E402
 
 #: ``wall``: elapsed time (the default, for an otherwise idle machine); ``process``: this
 #: process's CPU time, steadier on a shared CPU (use with --threads 1; CPU only)

@@ -44,7 +44,7 @@ sys.path.insert(0, str(HERE))
 import tttlab  # noqa: E402
 from bench_engine import (get_model, machine, spread, step_flops, step_shape_peak,  # noqa: E402
                           stock_model, ttt_batches)
-from tttlab import scoring, ttt  # noqa: E402
+from tttlab.engine import scoring, ttt  # noqa: E402
 
 SHAPES = {"mini": "tttlab-mini", "8M": "esm2-8M-arch"}
 CLOCKS = {"process": time.process_time, "wall": time.perf_counter}

@@ -12,8 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from tttlab.plots import save_figure, set_style, size_sweep_curves
-from tttlab.pretrain import SIZES
+from tttlab.present.plots import save_figure, set_style, size_sweep_curves
+from tttlab.training.pretrain import SIZES
 
 
 def main():

@@ -11,7 +11,7 @@ runs.
 
     python benchmarks/sethard_full_run.py work &     # one per core (1 torch thread each)
     python benchmarks/sethard_full_run.py status     # proteins done, seeded prefix, residues left
-    git add $(python benchmarks/sethard_full_run.py files)   # checkpoint the finished entries
+    python benchmarks/sethard_full_run.py pack       # finished entries -> entries.npz + manifest
 
 The cache defaults to ``benchmarks/results/sethard_full`` (kept in git, so no session loses it);
 the numbers then come from the unchanged command, which reads the entries and computes the rest
@@ -44,7 +44,7 @@ TEST = "localization/setHARD.fasta"
 
 def cli_args(model: str, steps: int, seed: int):
     """The parsed arguments of the ``tttlab function`` command this run stands for."""
-    from tttlab.cli import build_parser
+    from tttlab.cli.main import build_parser
 
     return build_parser().parse_args(["function", "--train", TRAIN, "--test", TEST, "--model",
                                       model, "--ttt-steps", str(steps), "--seed", str(seed)])
@@ -52,33 +52,34 @@ def cli_args(model: str, steps: int, seed: int):
 
 def seeded_order(seed: int):
     """setHARD in the order ``subsample(test, K, seed)`` draws: every prefix is a ``--max-test``."""
-    from tttlab.function import _fasta_path, read_deeploc
+    from tttlab.cli.function import _fasta_path
+    from tttlab.studies.function import read_deeploc
 
     test = read_deeploc(_fasta_path(TEST))
     return test.sample(n=len(test), random_state=seed).reset_index(drop=True)
 
 
-def entry_paths(model, order, cfg, seed: int, cache: Path):
-    """Cache files of each protein's TTT entry and base pseudo-perplexity entry."""
-    from tttlab.embeddings import (MAX_LENGTH, _path, clean_sequence, model_fingerprint,
-                                   ppl_key, ttt_key)
-    from tttlab.scoring import max_residues
+def entry_keys(model, order, cfg, seed: int):
+    """Cache keys of each protein's TTT entry and base pseudo-perplexity entry."""
+    from tttlab.common.sequences import MAX_RESIDUES, clean_sequence
+    from tttlab.engine.scoring import max_residues
+    from tttlab.studies.embeddings import model_fingerprint, ppl_key, ttt_key
 
     fingerprint = model_fingerprint(model)
     out = []
     for seq in order["sequence"]:
         seq = clean_sequence(seq)
-        crop = seq[: min(MAX_LENGTH, max_residues(model))]
-        ttt = ttt_key(fingerprint, seq, crop, model.num_layers, "mean", cfg, 64, seed)
-        out.append((_path(ttt, cache), _path(ppl_key(fingerprint, crop, 64, seed), cache)))
+        crop = seq[: min(MAX_RESIDUES, max_residues(model))]
+        out.append((ttt_key(fingerprint, seq, crop, model.num_layers, "mean", cfg, 64, seed),
+                    ppl_key(fingerprint, crop, 64, seed)))
     return out
 
 
 def setup(args):
     import torch
 
-    from tttlab.cli import config_from_args
-    from tttlab.models import load_model
+    from tttlab.cli.options import config_from_args
+    from tttlab.engine.models import load_model
 
     torch.manual_seed(0)
     if args.threads:
@@ -92,18 +93,18 @@ def setup(args):
 
 
 def work(args) -> int:
-    from tttlab.embeddings import embed_after_ttt, pseudo_perplexities
+    from tttlab.studies.embeddings import embed_after_ttt, has_entry, pseudo_perplexities
 
     model, order, cfg, cache = setup(args)
     claims = cache.parent / "claims"
     claims.mkdir(parents=True, exist_ok=True)
     me = f"{socket.gethostname()}:{os.getpid()}"
-    paths = entry_paths(model, order, cfg, args.seed, cache)
+    keys = entry_keys(model, order, cfg, args.seed)
     done = 0
-    for i, (ttt_path, ppl_path) in enumerate(paths):
-        if ttt_path.is_file() and ppl_path.is_file():
+    for i, (ttt, ppl) in enumerate(keys):
+        if has_entry(ttt, cache) and has_entry(ppl, cache):
             continue
-        claim = claims / ttt_path.stem
+        claim = claims / ttt
         try:
             fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
@@ -125,32 +126,56 @@ def work(args) -> int:
 
 
 def status(args) -> int:
-    from tttlab.embeddings import MAX_LENGTH
+    from tttlab.common.sequences import MAX_RESIDUES
+    from tttlab.studies.embeddings import has_entry
 
     model, order, cfg, cache = setup(args)
-    paths = entry_paths(model, order, cfg, args.seed, cache)
-    have = np.array([t.is_file() and p.is_file() for t, p in paths])
+    have = np.array([has_entry(t, cache) and has_entry(p, cache)
+                     for t, p in entry_keys(model, order, cfg, args.seed)])
     prefix = int(np.argmin(have)) if not have.all() else len(have)
-    residues = np.minimum(order["length"].to_numpy(), MAX_LENGTH)
+    residues = np.minimum(order["length"].to_numpy(), MAX_RESIDUES)
     print(f"{have.sum()}/{len(have)} proteins done; seeded prefix {prefix} "
           f"(--max-test {prefix}); {int(residues[~have].sum()):,} of {int(residues.sum()):,} "
-          f"residues (cropped to {MAX_LENGTH}) left")
+          f"residues (cropped to {MAX_RESIDUES}) left")
     return 0
 
 
-def files(args) -> int:
-    """Print the finished entries' paths (relative to the current folder when inside it)."""
+def pack(args) -> int:
+    """Gather the finished proteins' entries into one compressed ``entries.npz`` with a
+    ``manifest.json`` (model file hash, TTT settings, per-protein keys), then delete the
+    per-entry files it now holds: what is kept in git."""
+    import hashlib
+    from dataclasses import asdict
+
+    from tttlab.engine.models import MINI_PATH
+    from tttlab.studies.embeddings import _path, has_entry, model_fingerprint, pack_entries
+
     model, order, cfg, cache = setup(args)
-    for pair in entry_paths(model, order, cfg, args.seed, cache):
-        if all(p.is_file() for p in pair):
-            for p in pair:
-                print(os.path.relpath(p))
+    keys = entry_keys(model, order, cfg, args.seed)
+    proteins = {row["id"]: {"ttt": t, "ppl": p} for (t, p), (_, row) in zip(keys, order.iterrows())
+                if has_entry(t, cache) and has_entry(p, cache)}
+    model_file = MINI_PATH if args.model == "tttlab-mini" else Path(args.model)
+    manifest = {
+        "command": f"TTTLAB_CACHE_DIR={args.cache} tttlab function --train {TRAIN} --test {TEST} "
+                   f"--model {args.model} --ttt-steps {args.ttt_steps} --seed {args.seed}",
+        "model": args.model,
+        "model_file_sha256": hashlib.sha256(model_file.read_bytes()).hexdigest()
+        if model_file.is_file() else None,
+        "model_fingerprint": model_fingerprint(model), "ttt": asdict(cfg), "seed": args.seed,
+        "entries": "per protein: 'ttt' = embedding after TTT (+ losses, pseudo-perplexity after), "
+                   "'ppl' = sampled pseudo-perplexity before TTT (64 positions)",
+        "proteins": proteins}
+    flat = [k for pair in proteins.values() for k in (pair["ttt"], pair["ppl"])]
+    path = pack_entries(cache, flat, manifest)
+    for key in flat:
+        _path(key, cache).unlink(missing_ok=True)
+    print(f"{len(proteins)} proteins ({len(flat)} entries) in {os.path.relpath(path)}")
     return 0
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("action", choices=("work", "status", "files"))
+    ap.add_argument("action", choices=("work", "status", "pack"))
     ap.add_argument("--cache", default=os.environ.get("TTTLAB_CACHE_DIR") or DEFAULT_CACHE,
                     help="cache root (entries go to CACHE/embeddings); default %(default)s")
     ap.add_argument("--model", default="tttlab-mini")
@@ -160,7 +185,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker (0 = all)")
     ap.add_argument("--max-proteins", type=int, default=0, help="stop after N proteins (0 = all)")
     args = ap.parse_args(argv)
-    return {"work": work, "status": status, "files": files}[args.action](args)
+    return {"work": work, "status": status, "pack": pack}[args.action](args)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ import torch
 
 import tttlab
 from tttlab.data import data_dir
-from tttlab.pretrain import heldout_chains
-from tttlab.scoring import pseudo_perplexity
+from tttlab.training.pretrain import heldout_chains
+from tttlab.engine.scoring import pseudo_perplexity
 
 
 def main(argv=None):

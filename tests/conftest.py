@@ -12,7 +12,7 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 @pytest.fixture(scope="session")
 def tiny():
     """A randomly initialised 2-layer ESM-2 (fast attention on) and its alphabet."""
-    from tttlab.models import build_esm2
+    from tttlab.engine.models import build_esm2
 
     return build_esm2(num_layers=2, embed_dim=64, attention_heads=4, seed=0)
 
@@ -20,7 +20,7 @@ def tiny():
 @pytest.fixture(scope="session")
 def mini():
     """The shipped tttlab-mini model."""
-    from tttlab.models import load_model
+    from tttlab.engine.models import load_model
 
     return load_model("tttlab-mini", device="cpu")
 

@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from tttlab.masking import STANDARD_AA
-from tttlab.scoring import encode
+from tttlab.common.sequences import STANDARD_AA
+from tttlab.engine.scoring import encode
 
 
 def stock_loop_marginals(model, alphabet, seq):

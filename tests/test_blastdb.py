@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tttlab.blastdb import BlastFormatError, deb_members, read_protein_db
-from tttlab.prepare import swissprot_fasta
+from tttlab.data.blastdb import BlastFormatError, deb_members, read_protein_db
+from tttlab.data.prepare import swissprot_fasta
 
 FIXTURE = Path(__file__).parent / "fixtures" / "blastdb"
 RECORDS = [("P12345|GO:0005737,GO:0016020", "MKTAYIAKQRQISFVKSHFSRQ"),

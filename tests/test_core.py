@@ -8,14 +8,15 @@ import pytest
 import torch
 
 import tttlab
-from tttlab import cli
-from tttlab.config import PRESETS, TTTConfig, preset
-from tttlab.masking import STANDARD_AA, bert_mask
-from tttlab.models import (build_esm2, load_model, save_contact_regression,
+from tttlab.cli import main as cli
+from tttlab.engine.config import PRESETS, TTTConfig, preset
+from tttlab.common.sequences import STANDARD_AA
+from tttlab.engine.masking import bert_mask
+from tttlab.engine.models import (build_esm2, load_model, save_contact_regression,
                            save_fair_esm_checkpoint)
-from tttlab.scoring import (check_sequence, masked_marginals, parse_mutant, pseudo_perplexity,
-                            score_mutants, wt_marginals)
-from tttlab.ttt import customize, customized, snapshot
+from tttlab.common.sequences import check_sequence
+from tttlab.engine.scoring import masked_marginals, parse_mutant, pseudo_perplexity, score_mutants, wt_marginals
+from tttlab.engine.ttt import customize, customized, snapshot
 
 from helpers import stock_loop_marginals
 
@@ -65,7 +66,7 @@ def test_local_checkpoint_roundtrip_uses_fair_esm_format(tiny, tmp_path):
     big, _ = load_model(named, device="cpu")
     assert tttlab.preset_for(big, steps=3) == preset("esm2_t33_650M_UR50D", steps=3)
     assert preset(str(named)) == preset("esm2_t33_650M_UR50D")  # CLI --model PATH: same preset
-    from tttlab.models import MINI_PATH
+    from tttlab.engine.models import MINI_PATH
 
     assert preset(str(MINI_PATH)) == preset("tttlab-mini")
 
@@ -121,7 +122,7 @@ def test_empty_and_foreign_checkpoints_give_one_line_errors(tmp_path):
 
 
 def test_cuda_without_cuda_is_a_one_line_error(monkeypatch):
-    from tttlab.models import resolve_device
+    from tttlab.engine.models import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="no CUDA"):
@@ -214,7 +215,7 @@ def test_ttt_is_deterministic_for_a_seed(tiny):
 def test_step_sums_micro_batch_gradients_as_published(tiny, monkeypatch):
     """ProteinTTT calls backward() on every micro-batch's mean loss without scaling: one optimiser
     step moves the weights by -lr x the SUM of the grad_accum_steps micro-batch gradients."""
-    from tttlab import ttt
+    from tttlab.engine import ttt
 
     model, alphabet = tiny
     start = snapshot(model)
@@ -293,7 +294,7 @@ def test_sliding_window_matches_whole_sequence_when_short(tiny, monkeypatch):
     model, _ = tiny
     seq = UBQ
     whole = masked_marginals(model, seq)
-    import tttlab.scoring as scoring
+    import tttlab.engine.scoring as scoring
 
     monkeypatch.setattr(scoring, "max_residues", lambda m: 30)
     windowed = masked_marginals(model, seq)
@@ -339,7 +340,7 @@ def test_bad_sequences_rejected(seq):
 
 # ---------------------------------------------------------------------------------- CLI
 def test_cli_perplexity_json_on_fasta(tmp_path, capsys, monkeypatch, tiny):
-    monkeypatch.setattr(tttlab.models, "MINI_PATH", tmp_path / "esm2_tiny.pt")
+    monkeypatch.setattr(tttlab.engine.models, "MINI_PATH", tmp_path / "esm2_tiny.pt")
     save_fair_esm_checkpoint(tiny[0], tmp_path / "esm2_tiny.pt")
     fasta = tmp_path / "two.fasta"
     fasta.write_text(f">ubq human ubiquitin\n{UBQ[:40]}\n>short\nMKTAYIAKQR\n")
@@ -376,7 +377,7 @@ def test_random_model_is_reproducible():
 def test_masked_tokens_loss_is_a_mean_of_per_copy_means(tiny):
     """ProteinTTT's cross_entropy: average over each copy's selected positions, then over copies
     (so one pass over a whole step sums to the same gradient as its micro-batches)."""
-    from tttlab.ttt import _loss
+    from tttlab.engine.ttt import _loss
 
     model, alphabet = tiny
     cfg = preset(loss="masked_tokens", mask_ratio=0.3)
@@ -392,7 +393,7 @@ def test_masked_tokens_loss_is_a_mean_of_per_copy_means(tiny):
 
 
 def test_wt_marginals_long_protein_windows_and_progress(tiny, capsys):
-    from tttlab.scoring import max_residues, wt_marginals
+    from tttlab.engine.scoring import max_residues, wt_marginals
 
     model, _ = tiny
     seq = (UBQ * 40)[: max_residues(model) + 40]  # just past the context: a few windows

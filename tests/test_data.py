@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tttlab import data, prepare
+from tttlab.cli import data as data_cli
+from tttlab.data import registry as data
+from tttlab.data.fasta import read_fasta
+from tttlab.data import prepare
 
 SHARED = Path(os.environ["TTTLAB_DATA_DIR"])
 SMALL = "dms/BLAT_ECOLX_Stiffler_2015.wt.fasta"
@@ -22,7 +25,7 @@ SMALL = "dms/BLAT_ECOLX_Stiffler_2015.wt.fasta"
 
 def run_cli(argv):
     parser = argparse.ArgumentParser(prog="tttlab")
-    data.register_cli(parser.add_subparsers(dest="command", required=True))
+    data_cli.register_cli(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.func(args)
 
@@ -80,7 +83,7 @@ def test_names_short_forms_and_listings():
     assert len(assays) == 12 and "SPG1_STRSG_Olson_2014_singles" in assays
     csv_path, fasta = data.dms_files("dms/SUMO1_HUMAN_Weile_2017")
     assert csv_path.name == "SUMO1_HUMAN_Weile_2017.csv.gz"
-    assert len(data.read_fasta(fasta)[0][1]) == 101
+    assert len(read_fasta(fasta)[0][1]) == 101
     assert len(data.structure_files("pfam40")) == 40
     assert [p.name for p in data.structure_files("dms_targets")][:2] == ["1A5R_A.pdb", "1AH9.pdb"]
     with pytest.raises(ValueError, match="did you mean dms/BLAT_ECOLX_Stiffler_2015"):
@@ -180,8 +183,8 @@ def test_read_fasta_plain_and_gzipped(tmp_path):
     with gzip.open(tmp_path / "x.fasta.gz", "wt") as handle:
         handle.write(text)
     expected = [("a first", "MKVLA"), ("b", "GG")]
-    assert data.read_fasta(tmp_path / "x.fasta") == expected
-    assert data.read_fasta(tmp_path / "x.fasta.gz") == expected
+    assert read_fasta(tmp_path / "x.fasta") == expected
+    assert read_fasta(tmp_path / "x.fasta.gz") == expected
 
 
 def test_prepare_tps_table_is_byte_identical(isolated):
@@ -238,7 +241,7 @@ def test_prepare_from_wheels_is_byte_identical(name):
 def test_fasta_with_byte_order_mark_keeps_its_first_record(tmp_path):
     f = tmp_path / "bom.fasta"
     f.write_bytes("\ufeff>first\nMKT\n>second\nAC\n".encode("utf-8"))
-    assert data.read_fasta(f) == [("first", "MKT"), ("second", "AC")]
+    assert read_fasta(f) == [("first", "MKT"), ("second", "AC")]
     g = tmp_path / "bom.fasta.gz"
     g.write_bytes(gzip.compress(f.read_bytes()))
-    assert data.read_fasta(g) == [("first", "MKT"), ("second", "AC")]
+    assert read_fasta(g) == [("first", "MKT"), ("second", "AC")]

@@ -7,12 +7,15 @@ import pytest
 import torch
 
 import tttlab
-from tttlab import masking, scoring, ttt
-from tttlab.masking import STANDARD_AA
-from tttlab.models import build_esm2, set_fast_attention, uses_fast_attention
-from tttlab.scoring import (_final_hidden, approx_masked_marginals, encode, masked_marginals,
+from tttlab.engine import masking
+from tttlab.engine import scoring
+from tttlab.engine import ttt
+from tttlab.common.sequences import STANDARD_AA
+from tttlab.engine.models import build_esm2
+from tttlab.engine.fastpath import set_fast_attention, uses_fast_attention
+from tttlab.engine.scoring import (_final_hidden, approx_masked_marginals, encode, masked_marginals,
                             wt_marginals)
-from tttlab.ttt import customized, snapshot
+from tttlab.engine.ttt import customized, snapshot
 
 from helpers import stock_loop_marginals
 

@@ -1,4 +1,4 @@
-"""DMS loading/validation (tttlab.dms), fitness metrics and scoring (tttlab.fitness), the CLI."""
+"""DMS loading/validation (tttlab.data.dms), fitness metrics and scoring (tttlab.studies.fitness), the CLI."""
 
 import json
 import math
@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from tttlab import cli, fitness
-from tttlab.dms import STOP, load_dms
+from tttlab.cli import main as cli
+from tttlab.studies import fitness
+from tttlab.data.dms import STOP, load_dms
 
 WT = "MKTAYIAKQR"
 
@@ -185,7 +186,7 @@ def test_describe_gains_counts_intervals():
 # ------------------------------------------------------------------------ scoring
 def test_evaluate_assay_is_pure_and_complete(tmp_path, tiny):
     model, _ = tiny
-    from tttlab.ttt import snapshot
+    from tttlab.engine.ttt import snapshot
 
     state = snapshot(model)
     out = fitness.evaluate_assay(model, _write(tmp_path, GOOD), cfg=fitness_cfg(2),
@@ -224,7 +225,7 @@ def test_shared_wild_type_trains_once(tmp_path, tiny):
 
 # ---------------------------------------------------------------------------- CLI
 def test_cli_json(tmp_path, tiny, capsys):
-    from tttlab.models import save_fair_esm_checkpoint
+    from tttlab.engine.models import save_fair_esm_checkpoint
 
     model_path = tmp_path / "esm2_tiny.pt"
     save_fair_esm_checkpoint(tiny[0], model_path)
@@ -254,7 +255,9 @@ def test_plots_and_explorer(tmp_path, tiny):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tttlab import plots, widgets
+    from tttlab.present import plots
+
+    from tttlab.present import widgets
 
     model, _ = tiny
     assay = load_dms(_write(tmp_path, GOOD))
@@ -276,8 +279,8 @@ def test_plots_and_explorer(tmp_path, tiny):
 
 
 def test_registered_but_missing_assay_says_how_to_get_it(monkeypatch, tmp_path):
-    from tttlab import data
-    from tttlab.dms import assay_path
+    from tttlab.data import registry as data
+    from tttlab.data.dms import assay_path
 
     monkeypatch.setenv("TTTLAB_DATA_DIR", str(tmp_path / "empty"))
     monkeypatch.setattr(data, "shared_dir", lambda: tmp_path / "no-shared")

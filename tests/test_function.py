@@ -6,7 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tttlab import cli, embeddings, function, preset, scoring
+from tttlab.cli import function as function_cli
+from tttlab.cli import main as cli
+from tttlab.studies import embeddings
+from tttlab.studies import function
+from tttlab import preset
+from tttlab.engine import scoring
 
 SEQS = ["MKTAYIAKQRQISFVKSHFSRQ", "GSHMLEDPVDAFQ", "MSEQNNTEMTFQIQRIYTKDISFEAPNAPHVFQ"]
 
@@ -55,7 +60,7 @@ def test_read_deeploc_names_the_bad_record(tmp_path):
 
 
 def test_read_shared_localisation_files():
-    hard = function.read_deeploc(function._fasta_path("localization/setHARD.fasta"))
+    hard = function.read_deeploc(function_cli._fasta_path("localization/setHARD.fasta"))
     assert len(hard) == 490 and hard["label"].nunique() == 10
     assert set(hard["label"]) == set(function.LOCATIONS)
     assert not hard["sequence"].str.contains("U").any()  # selenocysteine read as X
@@ -106,7 +111,7 @@ def test_cache_hit_returns_identical_arrays_without_model_calls(tiny, tmp_path):
 
 def test_cache_dir_env_and_crop(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("TTTLAB_CACHE_DIR", str(tmp_path))
-    assert function.cache_dir() == tmp_path / "embeddings"
+    assert embeddings.cache_dir() == tmp_path / "embeddings"
     model, _ = tiny
     long = function.embed(model, [SEQS[2]], max_length=10, progress=False)
     short = function.embed(model, [SEQS[2][:10]], progress=False)
@@ -142,21 +147,21 @@ def test_ttt_cache_key_changes_with_config(tiny, tmp_path):
 
 def test_fingerprint_follows_weights(tiny):
     model, _ = tiny
-    before = function.model_fingerprint(model)
-    from tttlab.ttt import customized
+    before = embeddings.model_fingerprint(model)
+    from tttlab.engine.ttt import customized
 
     with customized(model, SEQS[0], preset(steps=1, grad_accum_steps=1), progress=False):
-        assert function.model_fingerprint(model) != before
-    assert function.model_fingerprint(model) == before
+        assert embeddings.model_fingerprint(model) != before
+    assert embeddings.model_fingerprint(model) == before
 
 
 def test_sampled_pseudo_perplexity(tiny):
     model, _ = tiny
     exact = scoring.pseudo_perplexity(model, SEQS[2])
-    assert function.sampled_pseudo_perplexity(model, SEQS[2], n_positions=100) == pytest.approx(
+    assert embeddings.sampled_pseudo_perplexity(model, SEQS[2], n_positions=100) == pytest.approx(
         exact, rel=1e-5)
-    a = function.sampled_pseudo_perplexity(model, SEQS[2], n_positions=8, seed=1)
-    assert a == function.sampled_pseudo_perplexity(model, SEQS[2], n_positions=8, seed=1)
+    a = embeddings.sampled_pseudo_perplexity(model, SEQS[2], n_positions=8, seed=1)
+    assert a == embeddings.sampled_pseudo_perplexity(model, SEQS[2], n_positions=8, seed=1)
     assert a != pytest.approx(exact, rel=1e-6) and a > 1
 
 
@@ -243,7 +248,7 @@ def test_protocol_and_pca_on_tiny(tiny, tmp_path):
 # ---------------------------------------------------------------------------------- CLI
 @pytest.fixture()
 def cli_files(tiny, tmp_path, monkeypatch):
-    from tttlab.models import save_fair_esm_checkpoint
+    from tttlab.engine.models import save_fair_esm_checkpoint
 
     monkeypatch.setenv("TTTLAB_CACHE_DIR", str(tmp_path / "cache"))
     model_path = tmp_path / "esm2_tiny.pt"

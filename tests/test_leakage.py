@@ -5,8 +5,8 @@ import random
 import numpy as np
 import pytest
 
-from tttlab.leakage import KmerIndex, shared_kmer_counts, shares_exact_kmer, similar_to
-from tttlab.pretrain import _kmers
+from tttlab.training.leakage import KmerIndex, shared_kmer_counts, shares_exact_kmer, similar_to
+from tttlab.training.pretrain import _kmers
 
 AA = "ACDEFGHIKLMNPQRSTVWY"
 
@@ -75,7 +75,7 @@ def test_too_many_groups_and_bad_k_rejected():
 
 
 def test_filter_corpus_removes_duplicates_evaluation_and_validation_neighbours():
-    from tttlab.pretrain import PretrainConfig, _is_val, filter_corpus
+    from tttlab.training.pretrain import PretrainConfig, _is_val, filter_corpus
 
     cfg = PretrainConfig(val_modulus=3)
     evals = {"dms": [_random(200, 20)], "structures": [_random(200, 21)]}

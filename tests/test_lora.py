@@ -4,9 +4,9 @@ the base weights do not, and ``customized`` leaves the model exactly as it found
 import pytest
 import torch
 
-from tttlab.scoring import pseudo_perplexity
-from tttlab.config import preset
-from tttlab.ttt import LORA_TARGETS, _add_lora, customized, reset_lora, snapshot
+from tttlab.engine.scoring import pseudo_perplexity
+from tttlab.engine.config import preset
+from tttlab.engine.ttt import LORA_TARGETS, _add_lora, customized, reset_lora, snapshot
 
 pytest.importorskip("peft")
 

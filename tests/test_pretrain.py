@@ -9,10 +9,10 @@ import esm
 import pytest
 import torch
 
-from tttlab.models import MINI_PATH
-from tttlab.pretrain import (PretrainConfig, _kmers, collate, heldout_chains, lr_at, make_batches,
+from tttlab.engine.models import MINI_PATH
+from tttlab.training.pretrain import (PretrainConfig, _kmers, collate, heldout_chains, lr_at, make_batches,
                              unigram_log_probs)
-from tttlab.scoring import pseudo_perplexity
+from tttlab.engine.scoring import pseudo_perplexity
 
 
 def test_shipped_file_loads_with_stock_fair_esm():
@@ -70,8 +70,8 @@ def _tiny_corpus(folder, cfg):
     import json
     import random
 
-    from tttlab.models import build_esm2
-    from tttlab.pretrain import _FILTER_FIELDS, Corpus, unigram_log_probs
+    from tttlab.engine.models import build_esm2
+    from tttlab.training.pretrain import _FILTER_FIELDS, Corpus, unigram_log_probs
 
     rng = random.Random(0)
     aa = "ACDEFGHIKLMNPQRSTVWY"
@@ -86,7 +86,7 @@ def _tiny_corpus(folder, cfg):
 
 
 def test_pretrain_resumes_bit_exactly_and_continues_from_a_snapshot(tmp_path):
-    from tttlab.pretrain import PretrainConfig, export_snapshot, pretrain
+    from tttlab.training.pretrain import PretrainConfig, export_snapshot, pretrain
 
     cfg = PretrainConfig(num_layers=2, embed_dim=32, attention_heads=2, crop=40, steps=6,
                          tokens_per_batch=256, warmup_steps=2, val_every=2, ckpt_every=1,

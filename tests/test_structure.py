@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from tttlab import plots, structure, targets
-from tttlab.contact_head import contact_features, fit_contact_head, fit_head_command
-from tttlab.models import build_esm2, load_model, save_fair_esm_checkpoint
-from tttlab.ttt import snapshot
+from tttlab.present import plots
+from tttlab.studies import structure
+from tttlab.data import structures as targets
+from tttlab.studies.contact_head import contact_features, fit_contact_head, fit_head_command
+from tttlab.engine.models import build_esm2, load_model, save_fair_esm_checkpoint
+from tttlab.engine.ttt import snapshot
 
 SEQ = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAE"
 
@@ -189,7 +191,7 @@ def test_pfam40_split_is_fixed_and_disjoint():
 def test_evaluate_structure_restores_the_model(tiny):
     model, _ = tiny
     state = snapshot(model)
-    from tttlab.config import preset
+    from tttlab.engine.config import preset
 
     none = structure.evaluate_structure(model, targets.pfam40_path("2O9S_A"),
                                         cfg=preset(steps=0), progress=False)
@@ -211,7 +213,7 @@ def test_secondary_structure_probe(tiny):
     assert all(len(s) == len(lab) <= 120 and set(lab) <= set("HEC") for _, s, lab in train)
     assert not {n for n, _, _ in train} & {n for n, _, _ in test}
     probe = structure.fit_ss_probe(model, train)
-    from tttlab.config import preset
+    from tttlab.engine.config import preset
 
     table = structure.evaluate_ss_probe(model, probe, test, preset(steps=1, grad_accum_steps=1),
                                         progress=False)
@@ -221,7 +223,7 @@ def test_secondary_structure_probe(tiny):
 
 # -------------------------------------------------------------------------------------- CLI
 def test_cli_json(tmp_path, capsys):
-    from tttlab.cli import main
+    from tttlab.cli.main import main
 
     model, _ = build_esm2(num_layers=2, embed_dim=64, attention_heads=4, seed=2)
     pt = tmp_path / "esm2_cli.pt"
@@ -242,7 +244,7 @@ def test_cli_json(tmp_path, capsys):
     (["--missing"], "not found"),
 ])
 def test_cli_errors_are_one_line(tmp_path, capsys, args, message):
-    from tttlab.cli import main
+    from tttlab.cli.main import main
 
     pdb = str(targets.pfam40_path("2O9S_A"))
     if args == ["--pdb-bad"]:
@@ -277,7 +279,7 @@ def test_structure_plots():
 
 
 def test_attention_maps_strongest_feature_and_summary(tiny):
-    from tttlab.contact_head import attention_maps, strongest_feature
+    from tttlab.studies.contact_head import attention_maps, strongest_feature
 
     model, _ = tiny
     raw = attention_maps(model, SEQ)

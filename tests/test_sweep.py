@@ -7,7 +7,7 @@ import os
 import pandas as pd
 import pytest
 
-from tttlab import sweep
+from tttlab.studies import sweep
 
 pytest.importorskip("distributed")
 
@@ -94,7 +94,7 @@ def small_dms_dir(tmp_path_factory, data_dir):
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory, tiny):
     """The random 2-layer test model as a fair-esm checkpoint file (the sweep loads by path)."""
-    from tttlab.models import save_fair_esm_checkpoint
+    from tttlab.engine.models import save_fair_esm_checkpoint
 
     path = tmp_path_factory.mktemp("models") / "esm2_tiny.pt"
     save_fair_esm_checkpoint(tiny[0], path)
@@ -103,7 +103,7 @@ def tiny_checkpoint(tmp_path_factory, tiny):
 
 def test_sweep_fitness_resumes_and_reports_errors(small_dms_dir, tiny_checkpoint, tmp_path,
                                                   monkeypatch):
-    pytest.importorskip("tttlab.fitness").evaluate_assay
+    pytest.importorskip("tttlab.studies.fitness").evaluate_assay
     out = tmp_path / "fitness"
     kwargs = dict(model=tiny_checkpoint, ttt_steps=1, workers=2, progress=False)
     table = sweep.sweep_fitness(small_dms_dir, out, **kwargs)
@@ -117,6 +117,9 @@ def test_sweep_fitness_resumes_and_reports_errors(small_dms_dir, tiny_checkpoint
         assert rows.loc[name, "delta_spearman"] == pytest.approx(
             rows.loc[name, "spearman_after"] - rows.loc[name, "spearman_before"], abs=1e-3)
     assert rows.loc["SPG1_STRSG_Olson_2014", "doubles_n"] == 30  # results_table columns
+    from tttlab.present.plots import save_sweep_plot  # what `tttlab sweep fitness` saves
+
+    save_sweep_plot(table, out, "delta_spearman_plot", "delta_spearman_vs_perplexity")
     assert (out / "delta_spearman_vs_perplexity.png").stat().st_size > 0
     assert rows.loc["BROKEN", "status"] == "error"
     assert rows.loc["BROKEN", "error_type"] == "ValueError"
@@ -135,12 +138,14 @@ def test_sweep_fitness_resumes_and_reports_errors(small_dms_dir, tiny_checkpoint
 
 
 def test_report_exit_status_says_whether_every_task_finished(tmp_path, capsys):
+    from tttlab.cli import sweep as sweep_cli
+
     table = pd.DataFrame({"task_id": ["a", "b"], "status": ["ok", "ok"]})
     table.attrs["submitted"] = 2
-    assert sweep._report(table, tmp_path, as_json=False) == 0
+    assert sweep_cli._report(table, tmp_path, as_json=False) == 0
     table.loc[1, "status"] = "error"
-    assert sweep._report(table, tmp_path, as_json=False) == 1
-    assert sweep._report(table, tmp_path, as_json=True) == 1
+    assert sweep_cli._report(table, tmp_path, as_json=False) == 1
+    assert sweep_cli._report(table, tmp_path, as_json=True) == 1
     assert "1 finished, 1 failed" in capsys.readouterr().out
 
 

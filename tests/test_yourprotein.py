@@ -1,4 +1,4 @@
-"""Tests for the quickstart / your-protein helpers: input checking (tttlab.yourprotein), the
+"""Tests for the quickstart / your-protein helpers: input checking (tttlab.studies.yourprotein), the
 mutational scan (scoring), the heat-map figures (plots, quickstart section) and the notebook
 helpers (widgets, your-protein section)."""
 
@@ -11,9 +11,11 @@ import pytest
 
 matplotlib.use("Agg")
 
-from tttlab import plots, scoring, widgets, yourprotein  # noqa: E402
+from tttlab.engine import scoring  # noqa: E402
+from tttlab.present import plots, widgets  # noqa: E402
+from tttlab.studies import yourprotein  # noqa: E402
 from tttlab.data import path  # noqa: E402
-from tttlab.masking import STANDARD_AA  # noqa: E402
+from tttlab.common.sequences import STANDARD_AA  # noqa: E402
 
 GB1_FASTA = "dms/SPG1_STRSG_Olson_2014_singles.wt.fasta"
 GB1_DMS = "dms/SPG1_STRSG_Olson_2014_singles.csv.gz"
@@ -95,7 +97,7 @@ def test_structure_target_chain_garbage_and_wrong_protein(tmp_path):
 
 def test_structure_target_agrees_with_the_dms_structure_map():
     """Aligning GB1's wild type to 1PGA gives the same geometry as the curated map."""
-    from tttlab.targets import dms_target
+    from tttlab.data.structures import dms_target
 
     seq = yourprotein.read_protein(None, path(GB1_FASTA))[1]
     mine = yourprotein.structure_target(seq, path(GB1_PDB))
@@ -190,7 +192,7 @@ def test_short_errors_outside_and_inside_ipython(capsys):
     shell = InteractiveShell.instance()
     try:
         assert widgets.short_errors() is True
-        shell.run_cell("import tttlab.yourprotein as yp\nyp.load_inputs(sequence='MK1')")
+        shell.run_cell("import tttlab.studies.yourprotein as yp\nyp.load_inputs(sequence='MK1')")
         out = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
         assert out.count("\n") == 1
         assert "ValueError: sequence: letters outside the 20 standard amino acids and X: 1" in out

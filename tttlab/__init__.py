@@ -1,10 +1,11 @@
 """tttlab: protein test-time training (TTT) with ESM-2, for notebooks and the command line."""
 
-from .config import PRESETS, TTTConfig, preset, preset_for
-from .models import build_esm2, load_model, set_fast_attention
-from .scoring import (masked_marginals, pseudo_perplexity, representations, score_mutants,
-                      wt_marginals)
-from .ttt import TTTResult, customize, customized, restore, snapshot
+from tttlab.engine.config import PRESETS, TTTConfig, preset, preset_for
+from tttlab.engine.fastpath import set_fast_attention
+from tttlab.engine.models import build_esm2, load_model
+from tttlab.engine.scoring import (masked_marginals, pseudo_perplexity, representations,
+                                   score_mutants, wt_marginals)
+from tttlab.engine.ttt import TTTResult, customize, customized, restore, snapshot
 
 __version__ = "0.1.0"
 

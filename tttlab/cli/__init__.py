@@ -1,0 +1,1 @@
+"""Command-line layer: ``tttlab <command>``; imports every layer below, imported by none."""

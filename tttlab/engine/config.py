@@ -1,0 +1,110 @@
+"""The one TTT configuration: a frozen dataclass whose defaults are the published ProteinTTT settings for
+ESM-2 35M (Bushuiev et al., arXiv 2411.02109), plus named presets per model size.
+
+Change a value with ``dataclasses.replace(cfg, steps=10)`` or ``preset("esm2_t33_650M_UR50D", steps=10)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+LOSSES = ("all_tokens", "masked_tokens")
+TRAINABLE = ("all", "lora")
+
+
+@dataclass(frozen=True)
+class TTTConfig:
+    """Per-protein test-time training settings (defaults: ProteinTTT, ESM-2 35M).
+
+    Attributes
+    ----------
+    lr, momentum, weight_decay : plain SGD, as published (momentum 0, weight decay 0).
+    batch_size, grad_accum_steps : masked copies per micro-batch and micro-batches per optimiser step
+        (4 x 16 = 64 masked copies of the protein per step). As in the published code, the step's
+        gradient is the SUM of the micro-batch gradients (each micro-batch's mean loss, unscaled).
+    steps : optimiser steps (30).
+    mask_ratio, bert_replace, bert_keep : 15 % of residues selected; of those 10 % replaced by a random
+        standard amino acid, 10 % kept, the rest masked (BERT 80/10/10).
+    crop_size : tokens, BOS/EOS included; longer proteins get a random window per copy.
+    loss : ``"all_tokens"`` (published code: cross-entropy averaged over every token of the corrupted
+        copy, masked or not, BOS/EOS included) or ``"masked_tokens"`` (only the selected positions,
+        the BERT/ESM-2 loss; averaged per copy, then over copies, as ProteinTTT's ``cross_entropy``).
+    trainable : ``"all"`` (every parameter but the token embedding, which is tied to the LM head
+        and so stays frozen too) or ``"lora"`` (peft LoRA adapters on q/k/v/out projections).
+    lora_rank, lora_alpha : LoRA size and scale.
+    eval_every : compute pseudo-perplexity every N steps (and at step 0 and at the end); 0 = never.
+    keep_best : after training, load the step with the lowest pseudo-perplexity (needs eval_every).
+    amp : bf16 autocast on CUDA (ignored on CPU, which always runs fp32).
+    seed : seeds a local generator for cropping and masking; runs are repeatable.
+    """
+
+    lr: float = 4e-4
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 4
+    grad_accum_steps: int = 16
+    steps: int = 30
+    mask_ratio: float = 0.15
+    bert_replace: float = 0.1
+    bert_keep: float = 0.1
+    crop_size: int = 1024
+    loss: str = "all_tokens"
+    trainable: str = "all"
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    eval_every: int = 0
+    keep_best: bool = False
+    amp: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"trainable must be one of {TRAINABLE}, got {self.trainable!r}")
+        for name in ("batch_size", "grad_accum_steps", "crop_size", "lora_rank"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps < 0 or self.eval_every < 0:
+            raise ValueError("steps and eval_every must be >= 0")
+        if not 0 < self.mask_ratio <= 1 or self.bert_replace + self.bert_keep > 1:
+            raise ValueError("need 0 < mask_ratio <= 1 and bert_replace + bert_keep <= 1")
+        if self.keep_best and not self.eval_every:
+            raise ValueError("keep_best needs eval_every > 0 (pseudo-perplexity picks the best step)")
+
+
+#: ProteinTTT publishes ESM-2 settings for 35M (the defaults) and 650M; 8M and 150M reuse the 35M
+#: settings (no published value of their own). tttlab-mini's were chosen on held-out pretraining
+#: chains (never an evaluation protein) by ``benchmarks/tune_mini_preset.py``: with gradients summed
+#: over micro-batches as published, 4 x 4 copies at lr 4e-4 lowered their pseudo-perplexity most in
+#: 30 steps (3.1 %; lr 1e-4: 2.2 %, 1e-3: 3.1 % with a smaller worst case), and 4 x 16 overshoots
+#: on this small model (TEM-1: 17.58 -> 17.57), at 4x the cost
+PRESETS: dict[str, TTTConfig] = {
+    "esm2_t6_8M_UR50D": TTTConfig(),
+    "esm2_t12_35M_UR50D": TTTConfig(),
+    "esm2_t30_150M_UR50D": TTTConfig(),
+    "esm2_t33_650M_UR50D": TTTConfig(lr=4e-5, batch_size=4, grad_accum_steps=4),
+    "tttlab-mini": TTTConfig(lr=4e-4, batch_size=4, grad_accum_steps=4),
+}
+PRESETS["esm2_tttlab_mini"] = PRESETS["tttlab-mini"]  # its file stem (tttlab/engine/weights/...pt)
+
+
+def preset(model_name: str = "tttlab-mini", **overrides) -> TTTConfig:
+    """The preset for ``model_name`` (a preset name, or a local checkpoint path whose file stem is
+    one, e.g. ``.../esm2_t33_650M_UR50D.pt``; published 35M defaults when unknown), with
+    ``overrides``."""
+    known = {f.name for f in fields(TTTConfig)}
+    bad = set(overrides) - known
+    if bad:
+        raise ValueError(f"unknown TTTConfig field(s): {', '.join(sorted(bad))}")
+    name = str(model_name)
+    key = name if name in PRESETS else Path(name).stem
+    return replace(PRESETS.get(key, TTTConfig()), **overrides)
+
+
+def preset_for(model, **overrides) -> TTTConfig:
+    """``preset`` of the name or path ``tttlab.load_model`` loaded the model from (its
+    ``model_name``), with ``overrides``; tttlab-mini's for a model built otherwise
+    (``build_esm2``)."""
+    return preset(getattr(model, "model_name", "tttlab-mini"), **overrides)
