@@ -218,22 +218,9 @@ def customize(model, sequence: str, cfg: TTTConfig | None = None, progress: bool
     device = model_device(model)
     tokens = encode(model.alphabet, sequence, device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    # restored on exit: which parameters train, each module's train/eval mode, existing gradients
-    requires = {p: p.requires_grad for p in model.parameters()}
-    modes = {m: m.training for m in model.modules()}
-    grads = {p: p.grad for p in model.parameters() if p.grad is not None}
-    if cfg.trainable == "lora":
-        params = _add_lora(model, cfg)
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for p in params:
-            p.requires_grad_(True)
-    else:
-        params = trainable_parameters(model, cfg)
+    saved = _training_state(model)  # put back on exit, even on error
+    params = _select_trainable(model, cfg)
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    keep = {id(p) for p in params}
-    for p in model.parameters():
-        p.requires_grad_(id(p) in keep)
     result = TTTResult(sequence, cfg)
     best = (float("inf"), None)
     start = time.perf_counter()
@@ -259,26 +246,11 @@ def customize(model, sequence: str, cfg: TTTConfig | None = None, progress: bool
     workers = cpu_workers(device, -(-per_step // rows))
     pool = ThreadPoolExecutor(workers) if workers > 1 else None
     model.train()
-
-    def micro_batch_loss(batch, corrupted, selected, weight):
-        with autocast_for(device, cfg.amp):
-            return _loss(model, batch, corrupted, selected, cfg) * weight
-
     try:
         record(0, None)
         for step in tqdm(range(1, cfg.steps + 1), disable=not progress, desc="TTT",
                          leave=False):
-            losses = []  # masks drawn here, in order: the same draws whatever the threading
-            for first in range(0, per_step, rows):
-                n = min(rows, per_step - first)
-                batch = _copies(tokens, n, cfg.crop_size, generator, device)
-                corrupted, selected = bert_mask(batch, model.alphabet, generator, cfg.mask_ratio,
-                                                cfg.bert_replace, cfg.bert_keep)
-                # ProteinTTT calls backward() on each micro-batch's mean loss without scaling,
-                # so a step's gradient is the SUM over its grad_accum_steps micro-batches
-                # (proteinttt/base.py); weight n / batch_size keeps that when a pass holds n rows
-                losses.append(partial(micro_batch_loss, batch, corrupted, selected,
-                                      n / cfg.batch_size))
+            losses = _micro_batch_losses(model, tokens, cfg, rows, generator)
             total = accumulate_gradients(params, losses, workers, pool)
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -287,16 +259,63 @@ def customize(model, sequence: str, cfg: TTTConfig | None = None, progress: bool
         if pool is not None:
             pool.shutdown()
         opt.zero_grad(set_to_none=True)  # no TTT gradients (or their memory) left behind
-        for p, flag in requires.items():
-            p.requires_grad_(flag)
-            p.grad = grads.get(p)  # the caller's own gradients, untouched (never accumulated into)
-        for m in model.modules():  # LoRA adapters added here follow their model's mode
-            m.train(modes.get(m, model.training))
+        _restore_training_state(model, saved)
     if cfg.keep_best and best[1] is not None:
         result.best_step = best[1][0]
         restore(model, best[1][1])
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _training_state(model) -> dict:
+    """What ``customize`` changes besides the weights: which parameters train, each module's
+    train/eval mode, and the gradients the caller already holds."""
+    return {"requires": {p: p.requires_grad for p in model.parameters()},
+            "modes": {m: m.training for m in model.modules()},
+            "grads": {p: p.grad for p in model.parameters() if p.grad is not None}}
+
+
+def _restore_training_state(model, saved: dict) -> None:
+    for p, flag in saved["requires"].items():
+        p.requires_grad_(flag)
+        p.grad = saved["grads"].get(p)  # the caller's own gradients, untouched
+    for m in model.modules():  # LoRA adapters added by customize follow their model's mode
+        m.train(saved["modes"].get(m, model.training))
+
+
+def _select_trainable(model, cfg: TTTConfig) -> list[torch.nn.Parameter]:
+    """The parameters TTT trains (LoRA adapters, added here, or ``trainable_parameters``), the
+    only ones left with ``requires_grad``."""
+    params = _add_lora(model, cfg) if cfg.trainable == "lora" else trainable_parameters(model, cfg)
+    keep = {id(p) for p in params}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+    return params
+
+
+def _micro_batch_loss(model, cfg, batch, corrupted, selected, weight):
+    with autocast_for(model_device(model), cfg.amp):
+        return _loss(model, batch, corrupted, selected, cfg) * weight
+
+
+def _micro_batch_losses(model, tokens, cfg: TTTConfig, rows: int, generator) -> list:
+    """One optimiser step's micro-batches as loss functions (``accumulate_gradients``): crops and
+    masks drawn here, in order, so the draws are the same whatever the threading.
+
+    ProteinTTT calls backward() on each micro-batch's mean loss without scaling, so a step's
+    gradient is the SUM over its grad_accum_steps micro-batches (proteinttt/base.py); the weight
+    n / batch_size keeps that when one pass holds n rows."""
+    device = tokens.device
+    per_step = cfg.batch_size * cfg.grad_accum_steps
+    losses = []
+    for first in range(0, per_step, rows):
+        n = min(rows, per_step - first)
+        batch = _copies(tokens, n, cfg.crop_size, generator, device)
+        corrupted, selected = bert_mask(batch, model.alphabet, generator, cfg.mask_ratio,
+                                        cfg.bert_replace, cfg.bert_keep)
+        losses.append(partial(_micro_batch_loss, model, cfg, batch, corrupted, selected,
+                              n / cfg.batch_size))
+    return losses
 
 
 @contextmanager
