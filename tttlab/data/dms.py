@@ -142,95 +142,25 @@ def load_dms(dms_path, wt_fasta=None, drop_invalid: bool = False) -> DMSAssay:
     a one-line ``ValueError`` naming the first such line, unless ``drop_invalid``; of duplicated
     variants the first is kept. Stop-codon variants (``L10*``) are always dropped and listed.
     """
-    from tttlab.data.fasta import read_fasta
-    from tttlab.common.sequences import check_sequence
-
     path = assay_path(dms_path)
     name = assay_name(path)
     df = _read_table(path)
-    missing = [c for c in ("mutant", "DMS_score") if c not in df.columns]
-    if wt_fasta is None and "mutated_sequence" not in df.columns:
-        missing.append("mutated_sequence (or give the wild-type FASTA)")
-    if missing:
-        found = ", ".join(map(str, list(df.columns)[:8])) or "none"
-        raise ValueError(f"{name}: missing column(s) {', '.join(missing)} (found: {found}); "
-                         "ProteinGym format has mutant, mutated_sequence, DMS_score")
-    n, idx = len(df), np.arange(len(df))
+    _check_columns(df, name, wt_fasta is not None)
     mutants = np.array([m.strip() if isinstance(m, str) else "" for m in df["mutant"].tolist()],
                        dtype=object)
     scores = pd.to_numeric(df["DMS_score"], errors="coerce").to_numpy(float)
-    reason = np.full(n, None, dtype=object)
-
-    def ok():
-        return np.flatnonzero(reason == None)  # noqa: E711 (element-wise)
-
-    def flag(rows, text):
-        rows = np.asarray(rows, int)
-        rows = rows[reason[rows] == None]  # noqa: E711
-        reason[rows] = text[rows] if isinstance(text, np.ndarray) else text
-
-    flag(idx[["*" in m for m in mutants]], STOP)
-    flag(idx[[not _MUTANT.match(m) for m in mutants]],
-         "malformed mutant (expected e.g. A24C or A24C:D30N)")
-    flag(idx[~np.isfinite(scores)], "DMS_score is missing or not a number")
-    subs = _substitutions(ok(), mutants)
-    flag(subs.row[subs.duplicated(["row", "pos"])], "a position is mutated twice")
-    # duplicated variants: the same substitutions in any order; the first occurrence is kept
-    key = mutants.copy()
-    for r in subs.row[subs.row.eq(subs.row.shift()) & subs.pos.le(subs.pos.shift())].unique():
-        key[r] = ":".join(sorted(key[r].split(":"), key=lambda s: int(s[1:-1])))
-    rows = ok()
-    codes, _ = pd.factorize(key[rows])
-    first = np.full(codes.max() + 1 if len(codes) else 0, n)
-    np.minimum.at(first, codes, rows)
-    text = np.full(n, None, dtype=object)
-    text[rows] = [f"duplicate of line {f + 2}" for f in first[codes]]
-    flag(rows[first[codes] != rows], text)
-    subs = subs[np.isin(subs.row, ok())]
+    reasons = _Reasons(len(df))
+    subs = _flag_malformed_rows(reasons, mutants, scores)
     seqs = None
     if "mutated_sequence" in df.columns:
         seqs = np.array([s.strip().upper() if isinstance(s, str) else ""
                          for s in df["mutated_sequence"].tolist()], object)
     if wt_fasta is not None:
-        records = read_fasta(wt_fasta)
-        if not records:
-            raise ValueError(f"{wt_fasta}: no FASTA records")
-        wild_type, source = check_sequence(records[0][1], str(wt_fasta)), "FASTA"
-    else:  # undo every row's substitutions, then take the per-position consensus
-        rows = ok()
-        lengths = np.fromiter((len(s) for s in seqs[rows]), int, len(rows))
-        if not len(rows) or lengths.max() == 0:
-            raise ValueError(_first_problem(reason, mutants, name))
-        width = int(np.bincount(lengths).argmax())
-        rows = rows[lengths == width]
-        s = subs[np.isin(subs.row, rows) & (subs.pos <= width)]
-        arr = _bytes(seqs[rows].tolist(), width)
-        arr[np.searchsorted(rows, s.row), s.pos - 1] = s.wt
-        consensus = bytes(int(np.bincount(col, minlength=256).argmax()) for col in arr.T)
-        wild_type = check_sequence(consensus.decode(), f"{name}: inferred wild type")
-        source = "inferred"
-    length, wt_codes = len(wild_type), _codes(wild_type)
-    flag(subs.row[subs.pos > length], f"position beyond the wild type (length {length})")
-    s = subs[subs.pos <= length]
-    wrong = s[wt_codes[s.pos - 1] != s.wt]
-    text = np.full(n, None, dtype=object)
-    text[wrong.row.to_numpy()] = [f"wild type at {p} is {wild_type[p - 1]} ({source}), "
-                                  f"not {chr(w)}" for p, w in zip(wrong.pos, wrong.wt)]
-    flag(wrong.row, text)
-    n_mut = np.bincount(subs.row, minlength=n)
-    if "n_mutations" in df.columns:
-        given = pd.to_numeric(df["n_mutations"], errors="coerce").to_numpy()
-        flag(idx[given != n_mut], "n_mutations disagrees with the mutant")
-    if seqs is not None:  # mutated_sequence must be the wild type with the mutant applied
-        rows = ok()
-        same = np.fromiter((len(s) == length for s in seqs[rows]), bool, len(rows))
-        flag(rows[~same], f"mutated_sequence length is not {length}")
-        rows = rows[same]
-        s = subs[np.isin(subs.row, rows)]
-        expected = np.tile(wt_codes, (len(rows), 1))
-        expected[np.searchsorted(rows, s.row), s.pos - 1] = s.mt
-        differs = (_bytes(seqs[rows].tolist(), length) != expected).any(axis=1)
-        flag(rows[differs], "mutated_sequence differs from the wild type with this mutant applied")
+        wild_type, source = _wild_type_from_fasta(wt_fasta), "FASTA"
+    else:
+        wild_type, source = _consensus_wild_type(reasons, subs, seqs, mutants, name), "inferred"
+    n_mut = _flag_wild_type_disagreements(reasons, subs, wild_type, source, df, seqs)
+    reason, idx = reasons.reason, np.arange(len(df))
     invalid = (reason != None) & (reason != STOP)  # noqa: E711
     if invalid.any() and not drop_invalid:
         raise ValueError(_first_problem(np.where(invalid, reason, None), mutants, name))
@@ -242,6 +172,118 @@ def load_dms(dms_path, wt_fasta=None, drop_invalid: bool = False) -> DMSAssay:
     table = df[keep].assign(mutant=mutants[keep], DMS_score=scores[keep],
                             n_mutations=n_mut[keep]).reset_index(drop=True)
     return DMSAssay(name, wild_type, table, dropped, source, len(table))
+
+
+class _Reasons:
+    """Why each row of a DMS table is invalid (None: valid so far); the first reason found stays."""
+
+    def __init__(self, n: int):
+        self.reason = np.full(n, None, dtype=object)
+
+    def ok(self) -> np.ndarray:
+        """Rows still valid."""
+        return np.flatnonzero(self.reason == None)  # noqa: E711 (element-wise)
+
+    def flag(self, rows, text) -> None:
+        """Mark ``rows`` invalid with ``text`` (one string, or an array indexed by row)."""
+        rows = np.asarray(rows, int)
+        rows = rows[self.reason[rows] == None]  # noqa: E711
+        self.reason[rows] = text[rows] if isinstance(text, np.ndarray) else text
+
+
+def _check_columns(df: pd.DataFrame, name: str, have_wt_fasta: bool) -> None:
+    missing = [c for c in ("mutant", "DMS_score") if c not in df.columns]
+    if not have_wt_fasta and "mutated_sequence" not in df.columns:
+        missing.append("mutated_sequence (or give the wild-type FASTA)")
+    if missing:
+        found = ", ".join(map(str, list(df.columns)[:8])) or "none"
+        raise ValueError(f"{name}: missing column(s) {', '.join(missing)} (found: {found}); "
+                         "ProteinGym format has mutant, mutated_sequence, DMS_score")
+
+
+def _flag_malformed_rows(reasons: _Reasons, mutants, scores) -> pd.DataFrame:
+    """Flag stop codons, malformed mutants, missing scores, positions mutated twice and duplicated
+    variants (the same substitutions in any order; the first occurrence is kept); return the
+    substitutions of the rows still valid."""
+    n = len(mutants)
+    idx = np.arange(n)
+    reasons.flag(idx[["*" in m for m in mutants]], STOP)
+    reasons.flag(idx[[not _MUTANT.match(m) for m in mutants]],
+                 "malformed mutant (expected e.g. A24C or A24C:D30N)")
+    reasons.flag(idx[~np.isfinite(scores)], "DMS_score is missing or not a number")
+    subs = _substitutions(reasons.ok(), mutants)
+    reasons.flag(subs.row[subs.duplicated(["row", "pos"])], "a position is mutated twice")
+    key = mutants.copy()
+    for r in subs.row[subs.row.eq(subs.row.shift()) & subs.pos.le(subs.pos.shift())].unique():
+        key[r] = ":".join(sorted(key[r].split(":"), key=lambda s: int(s[1:-1])))
+    rows = reasons.ok()
+    codes, _ = pd.factorize(key[rows])
+    first = np.full(codes.max() + 1 if len(codes) else 0, n)
+    np.minimum.at(first, codes, rows)
+    text = np.full(n, None, dtype=object)
+    text[rows] = [f"duplicate of line {f + 2}" for f in first[codes]]
+    reasons.flag(rows[first[codes] != rows], text)
+    return subs[np.isin(subs.row, reasons.ok())]
+
+
+def _wild_type_from_fasta(wt_fasta) -> str:
+    from tttlab.common.sequences import check_sequence
+    from tttlab.data.fasta import read_fasta
+
+    records = read_fasta(wt_fasta)
+    if not records:
+        raise ValueError(f"{wt_fasta}: no FASTA records")
+    return check_sequence(records[0][1], str(wt_fasta))
+
+
+def _consensus_wild_type(reasons: _Reasons, subs, seqs, mutants, name: str) -> str:
+    """Undo every valid row's substitutions in ``mutated_sequence``, then take the per-position
+    consensus (over the rows of the most common length)."""
+    from tttlab.common.sequences import check_sequence
+
+    rows = reasons.ok()
+    lengths = np.fromiter((len(s) for s in seqs[rows]), int, len(rows))
+    if not len(rows) or lengths.max() == 0:
+        raise ValueError(_first_problem(reasons.reason, mutants, name))
+    width = int(np.bincount(lengths).argmax())
+    rows = rows[lengths == width]
+    s = subs[np.isin(subs.row, rows) & (subs.pos <= width)]
+    arr = _bytes(seqs[rows].tolist(), width)
+    arr[np.searchsorted(rows, s.row), s.pos - 1] = s.wt
+    consensus = bytes(int(np.bincount(col, minlength=256).argmax()) for col in arr.T)
+    return check_sequence(consensus.decode(), f"{name}: inferred wild type")
+
+
+def _flag_wild_type_disagreements(reasons: _Reasons, subs, wild_type: str, source: str, df,
+                                  seqs) -> np.ndarray:
+    """Flag positions beyond the wild type, wild-type letters that disagree, ``n_mutations`` that
+    disagrees and ``mutated_sequence`` that is not the wild type with the mutant applied; return
+    each row's number of substitutions."""
+    n = len(df)
+    length, wt_codes = len(wild_type), _codes(wild_type)
+    reasons.flag(subs.row[subs.pos > length], f"position beyond the wild type (length {length})")
+    s = subs[subs.pos <= length]
+    wrong = s[wt_codes[s.pos - 1] != s.wt]
+    text = np.full(n, None, dtype=object)
+    text[wrong.row.to_numpy()] = [f"wild type at {p} is {wild_type[p - 1]} ({source}), "
+                                  f"not {chr(w)}" for p, w in zip(wrong.pos, wrong.wt)]
+    reasons.flag(wrong.row, text)
+    n_mut = np.bincount(subs.row, minlength=n)
+    if "n_mutations" in df.columns:
+        given = pd.to_numeric(df["n_mutations"], errors="coerce").to_numpy()
+        reasons.flag(np.arange(n)[given != n_mut], "n_mutations disagrees with the mutant")
+    if seqs is not None:  # mutated_sequence must be the wild type with the mutant applied
+        rows = reasons.ok()
+        same = np.fromiter((len(x) == length for x in seqs[rows]), bool, len(rows))
+        reasons.flag(rows[~same], f"mutated_sequence length is not {length}")
+        rows = rows[same]
+        s = subs[np.isin(subs.row, rows)]
+        expected = np.tile(wt_codes, (len(rows), 1))
+        expected[np.searchsorted(rows, s.row), s.pos - 1] = s.mt
+        differs = (_bytes(seqs[rows].tolist(), length) != expected).any(axis=1)
+        reasons.flag(rows[differs],
+                     "mutated_sequence differs from the wild type with this mutant applied")
+    return n_mut
 
 
 def _first_problem(reason, mutants, name: str) -> str:
