@@ -363,27 +363,15 @@ def masked_perplexity(model, alphabet, rows: list[torch.Tensor], crop: int,
 
 
 # ------------------------------------------------------------------------------- training
-def pretrain(data_dir: Path, run_dir: Path, cfg: PretrainConfig = PretrainConfig(),
-             export: Path | None = None, max_seconds: float = 0.0, progress: bool = True,
-             corpus_dir: Path | None = None, init: Path | None = None) -> dict:
-    """Run (or resume) pretraining in ``run_dir`` (full checkpoint: weights, optimiser, step, RNG is a
-    function of seed and step); exports fair-esm files to ``export`` (default ``run_dir/model.pt``).
-
-    ``max_seconds`` > 0 stops (after a checkpoint) once this call has trained that long. A run folder
-    belongs to one configuration: resuming with another is refused. The filtered corpus is built once
-    in ``corpus_dir`` (default: ``corpus_v2`` beside ``run_dir``).
-
-    ``init``: a fresh ``run_dir`` on another machine continues from exported weights (the committed
-    snapshot and its ``.json``): same configuration, schedule resumed at the snapshot's step, a new
-    optimiser whose learning rate ramps up again over ``warmup_steps // 4`` steps."""
-    from tqdm.auto import tqdm
-
+def _check_run_folder(run_dir: Path, cfg: PretrainConfig, init) -> dict | None:
+    """Create ``run_dir`` for ``cfg`` or check that it holds a run of ``cfg`` (and that ``init``'s
+    weights were trained with it); return ``init``'s metadata."""
+    meta = None
     if init is not None:
         meta = json.loads(Path(init).with_suffix(".json").read_text())
         if meta["config"] != asdict(cfg):
             raise ValueError(f"{init} was trained with other settings; use its size and --steps")
     run_dir.mkdir(parents=True, exist_ok=True)
-    export = Path(export) if export else run_dir / "esm2_tttlab_mini.pt"
     cfg_path = run_dir / "config.json"
     if cfg_path.is_file():
         stored = json.loads(cfg_path.read_text())
@@ -392,19 +380,21 @@ def pretrain(data_dir: Path, run_dir: Path, cfg: PretrainConfig = PretrainConfig
             raise ValueError(f"{run_dir} holds a run with other settings {diff}; use another --run-dir")
     else:
         cfg_path.write_text(json.dumps(asdict(cfg), indent=1))
-    ckpt_path = run_dir / "ckpt.pt"
-    model, alphabet = build_esm2(cfg.num_layers, cfg.embed_dim, cfg.attention_heads, seed=cfg.seed)
-    bert_init(model)
-    corpus_dir = Path(corpus_dir) if corpus_dir else run_dir.parent / "corpus_v2"
-    report = prepare_corpus(data_dir, corpus_dir, cfg, alphabet)
-    train = Corpus.load(corpus_dir / "train.npz")
-    val_corpus = Corpus.load(corpus_dir / "val.npz")
-    val = [val_corpus.row(i) for i in range(min(cfg.n_val_sequences, len(val_corpus)))]
+    return meta
+
+
+def _adamw(model, cfg: PretrainConfig):
+    """AdamW with weight decay on matrices only (ESM-2's betas and epsilon)."""
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=cfg.peak_lr, betas=(0.9, 0.98), eps=1e-8)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=cfg.peak_lr, betas=(0.9, 0.98), eps=1e-8)
+
+
+def _resume(model, opt, ckpt_path: Path, init, meta) -> dict:
+    """The run's state: from its checkpoint (weights, optimiser, step), else from ``init``'s
+    exported weights with a fresh optimiser, else a new run."""
     state = {"step": 0, "tokens": 0, "seconds": 0.0, "cpu_seconds": 0.0, "history": []}
     if ckpt_path.is_file():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -421,6 +411,66 @@ def pretrain(data_dir: Path, run_dir: Path, cfg: PretrainConfig = PretrainConfig
         state.update(step=last["step"], tokens=last["tokens"], seconds=last["seconds"],
                      cpu_seconds=last["cpu_seconds"], history=meta["history"], restart=last["step"])
         print(f"continuing from {init} at step {state['step']} with a fresh optimiser", flush=True)
+    return state
+
+
+def _batch_schedule(train, cfg: PretrainConfig):
+    """``batches(step)``: the row indices of step ``step``'s batch. Each epoch is a fresh seeded
+    shuffle of length-bucketed batches (``make_batches``), so a resumed run sees the same batches."""
+    epoch = {"index": 0, "start": 0,
+             "batches": make_batches(train.lengths, cfg, torch.Generator().manual_seed(cfg.seed * 1000))}
+
+    def batches(step: int):
+        if step < epoch["start"]:  # an earlier epoch: start again from the first
+            epoch.update(index=0, start=0, batches=make_batches(
+                train.lengths, cfg, torch.Generator().manual_seed(cfg.seed * 1000)))
+        while step - epoch["start"] >= len(epoch["batches"]):  # also fast-forwards on resume
+            epoch["start"] += len(epoch["batches"])
+            epoch["index"] += 1
+            epoch["batches"] = make_batches(
+                train.lengths, cfg, torch.Generator().manual_seed(cfg.seed * 1000 + epoch["index"]))
+        return epoch["batches"][step - epoch["start"]]
+
+    return batches
+
+
+def _validation_point(model, alphabet, val, cfg: PretrainConfig, state: dict, loss) -> dict:
+    """One point of the training curve: tokens and time so far, the last training loss and the
+    masked perplexity on the validation rows."""
+    ppl = masked_perplexity(model, alphabet, val, cfg.crop)
+    model.train()
+    return {"step": state["step"], "tokens": state["tokens"], "seconds": round(state["seconds"], 1),
+            "cpu_seconds": round(state["cpu_seconds"], 1), "train_loss": round(loss.item(), 4),
+            "val_masked_perplexity": round(ppl, 4)}
+
+
+def pretrain(data_dir: Path, run_dir: Path, cfg: PretrainConfig = PretrainConfig(),
+             export: Path | None = None, max_seconds: float = 0.0, progress: bool = True,
+             corpus_dir: Path | None = None, init: Path | None = None) -> dict:
+    """Run (or resume) pretraining in ``run_dir`` (full checkpoint: weights, optimiser, step, RNG is a
+    function of seed and step); exports fair-esm files to ``export`` (default ``run_dir/model.pt``).
+
+    ``max_seconds`` > 0 stops (after a checkpoint) once this call has trained that long. A run folder
+    belongs to one configuration: resuming with another is refused. The filtered corpus is built once
+    in ``corpus_dir`` (default: ``corpus_v2`` beside ``run_dir``).
+
+    ``init``: a fresh ``run_dir`` on another machine continues from exported weights (the committed
+    snapshot and its ``.json``): same configuration, schedule resumed at the snapshot's step, a new
+    optimiser whose learning rate ramps up again over ``warmup_steps // 4`` steps."""
+    from tqdm.auto import tqdm
+
+    meta = _check_run_folder(run_dir, cfg, init)
+    export = Path(export) if export else run_dir / "esm2_tttlab_mini.pt"
+    ckpt_path = run_dir / "ckpt.pt"
+    model, alphabet = build_esm2(cfg.num_layers, cfg.embed_dim, cfg.attention_heads, seed=cfg.seed)
+    bert_init(model)
+    corpus_dir = Path(corpus_dir) if corpus_dir else run_dir.parent / "corpus_v2"
+    report = prepare_corpus(data_dir, corpus_dir, cfg, alphabet)
+    train = Corpus.load(corpus_dir / "train.npz")
+    val_corpus = Corpus.load(corpus_dir / "val.npz")
+    val = [val_corpus.row(i) for i in range(min(cfg.n_val_sequences, len(val_corpus)))]
+    opt = _adamw(model, cfg)
+    state = _resume(model, opt, ckpt_path, init, meta)
 
     def save():
         atomic_write(ckpt_path, lambda handle: torch.save(
@@ -438,20 +488,13 @@ def pretrain(data_dir: Path, run_dir: Path, cfg: PretrainConfig = PretrainConfig
     pool = ThreadPoolExecutor(cpu_workers(device, 1 << 20))
     bar = tqdm(total=cfg.steps, initial=state["step"], disable=not progress, desc="pretrain",
                mininterval=30)
-    epoch, epoch_start = 0, 0
-    epoch_batches = make_batches(train.lengths, cfg, torch.Generator().manual_seed(cfg.seed * 1000))
+    batches = _batch_schedule(train, cfg)
     started = time.perf_counter()
     while state["step"] < cfg.steps:
         step = state["step"]
-        while step - epoch_start >= len(epoch_batches):  # also fast-forwards on resume
-            epoch_start += len(epoch_batches)
-            epoch += 1
-            epoch_batches = make_batches(train.lengths, cfg,
-                                         torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
-        batch = epoch_batches[step - epoch_start]
         gen = torch.Generator().manual_seed(cfg.seed * 10_000_019 + step)
         t0, c0 = time.perf_counter(), time.process_time()
-        tokens = collate([train.row(i) for i in batch], alphabet, cfg.crop, gen)
+        tokens = collate([train.row(i) for i in batches(step)], alphabet, cfg.crop, gen)
         corrupted, selected = bert_mask(tokens, alphabet, gen)
         ramp = min(1.0, (step - state.get("restart", -10**9) + 1) / max(1, cfg.warmup_steps // 4))
         for group in opt.param_groups:
@@ -467,13 +510,7 @@ def pretrain(data_dir: Path, run_dir: Path, cfg: PretrainConfig = PretrainConfig
         done = state["step"] == cfg.steps or (
             max_seconds and time.perf_counter() - started > max_seconds)
         if state["step"] % cfg.val_every == 0 or done:
-            ppl = masked_perplexity(model, alphabet, val, cfg.crop)
-            model.train()
-            state["history"].append({"step": state["step"], "tokens": state["tokens"],
-                                     "seconds": round(state["seconds"], 1),
-                                     "cpu_seconds": round(state["cpu_seconds"], 1),
-                                     "train_loss": round(loss.item(), 4),
-                                     "val_masked_perplexity": round(ppl, 4)})
+            state["history"].append(_validation_point(model, alphabet, val, cfg, state, loss))
             print(json.dumps(state["history"][-1]), flush=True)
         if state["step"] % cfg.ckpt_every == 0 or done:
             save()
