@@ -219,13 +219,24 @@ def run_sweep(tasks, func, out, kwargs: dict | None = None, settings: dict | Non
     The summary DataFrame (one row per task: status, wall_seconds, scalar results, error), written
     to ``out/summary.csv``; ``df.attrs["submitted"]`` counts the tasks run by this call.
     """
-    from tqdm.auto import tqdm
-
     out = _writable_folder(Path(out))
     ids = [t for t, _ in tasks]
     if len(set(ids)) != len(ids):
         raise ValueError("task ids must be unique")
     settings = jsonable(settings or {})
+    pending = _pending_tasks(tasks, out, settings, retry_failed)
+    if pending:
+        with _client(scheduler, workers, gpu, len(pending)) as client:
+            _run_on_cluster(client, pending, func, kwargs or {}, out, settings, gpu, progress)
+    table = summarize(out, ids, columns)
+    table.attrs["submitted"] = len(pending)
+    atomic_write_text(out / SUMMARY_NAME, table.to_csv(index=False))
+    return table
+
+
+def _pending_tasks(tasks, out: Path, settings: dict, retry_failed: bool) -> list:
+    """The tasks without a finished result in ``out`` (and, unless ``retry_failed``, without a
+    recorded error); a result made with other settings is refused."""
     pending = []
     for task_id, path in tasks:
         done = _read_json(out / f"{task_id}.json")
@@ -237,42 +248,44 @@ def run_sweep(tasks, func, out, kwargs: dict | None = None, settings: dict | Non
         if (out / f"{task_id}.error.json").exists() and not retry_failed:
             continue
         pending.append((task_id, path))
-    if pending:
-        with _client(scheduler, workers, gpu, len(pending)) as client:
-            resources = {"GPU": 1} if gpu else None
-            if gpu and not any((w.get("resources") or {}).get("GPU") for w in
-                               client.scheduler_info()["workers"].values()):
-                warnings.warn("--gpu: no worker offers a 'GPU' resource yet; the tasks wait "
-                              "for one (start workers with --resources GPU=1)", stacklevel=2)
-            futures = {}
-            for task_id, path in pending:
-                future = client.submit(_run_task, func, str(path), kwargs or {}, pure=False,
-                                       key=f"tttlab-{task_id}-{uuid.uuid4().hex[:8]}",
-                                       resources=resources)
-                futures[future] = task_id
-            from distributed import as_completed
+    return pending
 
-            bar = tqdm(as_completed(list(futures)), total=len(futures), desc="sweep",
-                       disable=not progress)
-            for future in bar:
-                task_id = futures[future]
-                try:
-                    record = future.result()
-                except Exception as err:  # the worker died, the task was cancelled, ...
-                    record = {"status": "error", "error_type": type(err).__name__,
-                              "error_message": (str(err).splitlines() or [""])[0]}
-                record.update(task_id=task_id, settings=settings,
-                              finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-                ok = record["status"] == "ok"
-                atomic_write_text(out / f"{task_id}{'' if ok else '.error'}.json",
-                                  json.dumps(record, indent=1, default=str))
-                if ok:
-                    (out / f"{task_id}.error.json").unlink(missing_ok=True)
-                bar.set_postfix_str(f"{task_id}: {record['status']}")
-    table = summarize(out, ids, columns)
-    table.attrs["submitted"] = len(pending)
-    atomic_write_text(out / SUMMARY_NAME, table.to_csv(index=False))
-    return table
+
+def _run_on_cluster(client, pending, func, kwargs: dict, out: Path, settings: dict, gpu: bool,
+                    progress: bool) -> None:
+    """Submit every pending task and write each record as it finishes: ``<id>.json`` when it
+    succeeded (removing an older error file), ``<id>.error.json`` when it failed."""
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    resources = {"GPU": 1} if gpu else None
+    if gpu and not any((w.get("resources") or {}).get("GPU") for w in
+                       client.scheduler_info()["workers"].values()):
+        warnings.warn("--gpu: no worker offers a 'GPU' resource yet; the tasks wait "
+                      "for one (start workers with --resources GPU=1)", stacklevel=3)
+    futures = {}
+    for task_id, path in pending:
+        future = client.submit(_run_task, func, str(path), kwargs, pure=False,
+                               key=f"tttlab-{task_id}-{uuid.uuid4().hex[:8]}",
+                               resources=resources)
+        futures[future] = task_id
+    bar = tqdm(as_completed(list(futures)), total=len(futures), desc="sweep",
+               disable=not progress)
+    for future in bar:
+        task_id = futures[future]
+        try:
+            record = future.result()
+        except Exception as err:  # the worker died, the task was cancelled, ...
+            record = {"status": "error", "error_type": type(err).__name__,
+                      "error_message": (str(err).splitlines() or [""])[0]}
+        record.update(task_id=task_id, settings=settings,
+                      finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        ok = record["status"] == "ok"
+        atomic_write_text(out / f"{task_id}{'' if ok else '.error'}.json",
+                          json.dumps(record, indent=1, default=str))
+        if ok:
+            (out / f"{task_id}.error.json").unlink(missing_ok=True)
+        bar.set_postfix_str(f"{task_id}: {record['status']}")
 
 
 def summarize(out, ids=None, columns=scalar_columns) -> pd.DataFrame:
