@@ -104,6 +104,19 @@ def test_masked_marginals_equal_stock_one_position_loop(tiny):
                                rtol=1e-5, atol=1e-5)
 
 
+def test_marginals_at_chosen_positions_are_the_full_rows(tiny):
+    model, _ = tiny
+    seq = UBQ[:50]
+    full = masked_marginals(model, seq)
+    part = masked_marginals(model, seq, positions=[0, 7, 49], batch_size=2)
+    np.testing.assert_allclose(part[[0, 7, 49]], full[[0, 7, 49]], rtol=1e-5, atol=1e-5)
+    assert np.isnan(np.delete(part, [0, 7, 49], axis=0)).all()
+    assert scoring.pseudo_perplexity(model, seq, marginals=part) == pytest.approx(
+        float(np.exp(-np.mean([full[i, STANDARD_AA.index(seq[i])] for i in (0, 7, 49)]))), rel=1e-5)
+    with pytest.raises(ValueError, match="positions"):
+        masked_marginals(model, seq, positions=[50])
+
+
 def test_engine_restores_model_state(tiny):
     model, _ = tiny
     before = snapshot(model)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from tttlab.present.plots import save_sweep_plot
-
 from pathlib import Path
 
 import pandas as pd
 
+from tttlab.present.plots import save_sweep_plot
 from tttlab.studies.sweep import SUMMARY_NAME, sweep_contacts, sweep_fitness
 
 # --------------------------------------------------------------------------------- CLI

@@ -130,15 +130,16 @@ def _window_groups(seq: str, model):
 
 
 def masked_marginals(model, seq: str, batch_size: int | None = None, progress: bool = False,
-                     amp: bool = True) -> np.ndarray:
+                     amp: bool = True, positions=None) -> np.ndarray:
     """L x 20 array of log p(aa | sequence with position i masked), columns in ``STANDARD_AA`` order.
 
     Every position gets its own masked copy; copies are batched ``batch_size`` at a time (default:
     ``CPU_BATCH`` on CPU, memory-aware on CUDA). Proteins longer than the model context are scored
     in ProteinGym's sliding windows. Log-probabilities are normalised over the model's whole
-    vocabulary.
+    vocabulary. ``positions`` (0-based) scores only those rows; the others are NaN (so
+    ``pseudo_perplexity(..., marginals=...)`` averages over them alone).
     """
-    return _marginals(model, seq, None, batch_size, progress, amp)
+    return _marginals(model, seq, None, batch_size, progress, amp, positions)
 
 
 def approx_masked_marginals(model, seq: str, spacing: int = 16, batch_size: int | None = None,
@@ -156,7 +157,7 @@ def approx_masked_marginals(model, seq: str, spacing: int = 16, batch_size: int 
     return _marginals(model, seq, spacing, batch_size, progress, amp)
 
 
-def _marginals(model, seq, spacing, batch_size, progress, amp):
+def _marginals(model, seq, spacing, batch_size, progress, amp, only=None):
     from tqdm.auto import tqdm
 
     seq = check_sequence(seq)
@@ -164,12 +165,19 @@ def _marginals(model, seq, spacing, batch_size, progress, amp):
     device = model_device(model)
     aa_idx = torch.tensor([alphabet.get_idx(a) for a in STANDARD_AA], device=device)
     window, groups = _window_groups(seq, model)
+    if only is not None:
+        only = {int(i) for i in only}
+        if any(not 0 <= i < len(seq) for i in only):
+            raise ValueError(f"positions must be 0-based residue indices below {len(seq)}")
+        groups = [(s, [i for i in g if i in only]) for s, g in groups]
+        groups = [(s, g) for s, g in groups if g]
     batch_size = batch_size or _default_batch(model, window + 2)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    bar = tqdm(total=len(seq), disable=not progress, desc="masked marginals", leave=False)
+    bar = tqdm(total=sum(len(g) for _, g in groups), disable=not progress,
+               desc="masked marginals", leave=False)
     with scoring_mode(model, amp):
-        out = torch.empty(len(seq), len(STANDARD_AA), device=device)
+        out = torch.full((len(seq), len(STANDARD_AA)), float("nan"), device=device)
         for start, positions in groups:
             tokens = encode(alphabet, seq[start:start + window], device)
             if spacing is None:  # one masked residue per copy

@@ -5,11 +5,8 @@ per-residue representations of a base ESM-2, the same after customising the mode
 
 from __future__ import annotations
 
-from tttlab.common.sequences import MAX_RESIDUES, clean_sequence
-
 import hashlib
 import json
-import math
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -19,9 +16,9 @@ import pandas as pd
 import torch
 
 from tttlab.common.files import atomic_write
-from tttlab.common.sequences import STANDARD_AA
-from tttlab.engine.scoring import encode, max_residues, model_device, representations, scoring_mode
-
+from tttlab.common.sequences import MAX_RESIDUES, STANDARD_AA, clean_sequence
+from tttlab.engine.scoring import (masked_marginals, max_residues, pseudo_perplexity,
+                                   representations)
 
 
 # --------------------------------------------------------------------------- the cache
@@ -203,8 +200,9 @@ def embed(model, seqs, layer: int = -1, pool: str | None = "mean", max_length: i
 def sampled_pseudo_perplexity(model, seq: str, n_positions: int = 64, seed: int = 0,
                               max_length: int = MAX_RESIDUES, batch_size: int = 8) -> float:
     """Pseudo-perplexity estimated on ``n_positions`` standard residues drawn (fixed ``seed``) from
-    the first ``max_length`` residues, one masked copy per position; exact (equal to
-    ``scoring.pseudo_perplexity`` of the crop) when the crop has no more positions than that."""
+    the first ``max_length`` residues, one masked copy per position (``scoring.masked_marginals``
+    at those positions); exact (``scoring.pseudo_perplexity`` of the crop) when the crop has no
+    more positions than that."""
     seq = clean_sequence(seq)[: min(max_length, max_residues(model))]
     candidates = [i for i, c in enumerate(seq) if c in STANDARD_AA]
     if not candidates:
@@ -212,18 +210,8 @@ def sampled_pseudo_perplexity(model, seq: str, n_positions: int = 64, seed: int 
     if n_positions < len(candidates):
         rng = np.random.default_rng(seed)
         candidates = sorted(rng.choice(candidates, size=n_positions, replace=False).tolist())
-    device = model_device(model)
-    tokens = encode(model.alphabet, seq, device)
-    total = 0.0
-    with scoring_mode(model):
-        for first in range(0, len(candidates), batch_size):
-            pos = torch.tensor(candidates[first:first + batch_size], device=device) + 1
-            rows = torch.arange(len(pos), device=device)
-            batch = tokens.repeat(len(pos), 1)
-            batch[rows, pos] = model.alphabet.mask_idx
-            logits = model(batch)["logits"][rows, pos].float()
-            total += float(torch.log_softmax(logits, -1)[rows, tokens[pos]].sum())
-    return math.exp(-total / len(candidates))
+    marginals = masked_marginals(model, seq, batch_size=batch_size, positions=candidates)
+    return pseudo_perplexity(model, seq, marginals=marginals)
 
 
 def pseudo_perplexities(model, seqs, n_positions: int = 64, seed: int = 0,

@@ -7,9 +7,6 @@ the top 10 % of measured scores, per mutation depth. Reading and validating DMS 
 
 from __future__ import annotations
 
-from tttlab.common.files import jsonable
-from tttlab.common.stats import bootstrap_draws, percentile_interval, spearman  # noqa: F401
-
 import time
 from dataclasses import dataclass
 
@@ -17,7 +14,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from tttlab.data.dms import DMSAssay, load_dms  # (re-exported)
+from tttlab.common.files import jsonable
+from tttlab.common.stats import bootstrap_draws, percentile_interval, spearman
+from tttlab.data.dms import SHARED_ASSAYS, DMSAssay, load_dms  # noqa: F401 (SHARED_ASSAYS)
 
 
 # --------------------------------------------------------------------------- metrics

@@ -16,7 +16,8 @@ import pandas as pd
 
 from tttlab.common.sequences import MAX_RESIDUES, clean_sequence
 from tttlab.common.stats import bootstrap_draws, percentile_interval, spearman
-from tttlab.studies.embeddings import embed, embed_after_ttt, pseudo_perplexities
+from tttlab.studies.embeddings import (cache_dir, embed, embed_after_ttt,  # noqa: F401 (cache_dir)
+                                       pseudo_perplexities)
 
 #: DeepLoc's 10 locations, in the Light Attention order
 LOCATIONS = ("Cell.membrane", "Cytoplasm", "Endoplasmic.reticulum", "Golgi.apparatus",

@@ -6,8 +6,6 @@ Rocklin, SciPy 2015).
 
 from __future__ import annotations
 
-from tttlab.common.files import atomic_write_text, jsonable
-
 import json
 import logging
 import os
@@ -21,6 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
+
+from tttlab.common.files import atomic_write_text, jsonable
 
 DMS_SUFFIXES = (".csv.gz", ".csv")
 STRUCTURE_SUFFIXES = (".pdb", ".cif")
