@@ -166,3 +166,25 @@ def test_unwritable_or_file_out_is_refused_before_any_task_runs(tmp_path):
     finally:
         locked.chmod(0o700)
     assert calls == []
+
+
+def test_a_result_is_reused_only_while_its_inputs_are_unchanged(tmp_path):
+    """A finished task is skipped on a rerun only when its input files (the DMS table and the
+    wild-type FASTA beside it) hash the same as when it ran; an edited input runs again."""
+    csv, fasta = tmp_path / "A.csv", tmp_path / "A.wt.fasta"
+    csv.write_text("mutant,DMS_score\nM1A,0.5\n")
+    fasta.write_text(">A\nMKT\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    settings = {"model": "m", "ttt_steps": 1}
+    record = {"status": "ok", "settings": settings, "input_sha256": sweep.input_fingerprint(csv)}
+    (out / "A.json").write_text(json.dumps(record))
+    assert sweep._pending_tasks([("A", csv)], out, settings, True) == []
+    fasta.write_text(">A\nMKS\n")  # the wild type changed: the stored result is stale
+    assert sweep._pending_tasks([("A", csv)], out, settings, True) == [("A", csv)]
+    fasta.write_text(">A\nMKT\n")
+    assert sweep._pending_tasks([("A", csv)], out, settings, True) == []
+    csv.write_text("mutant,DMS_score\nM1A,0.7\n")
+    assert sweep._pending_tasks([("A", csv)], out, settings, True) == [("A", csv)]
+    with pytest.raises(ValueError, match="other settings|use another --out"):
+        sweep._pending_tasks([("A", csv)], out, {"model": "other"}, True)

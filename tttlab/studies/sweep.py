@@ -234,9 +234,25 @@ def run_sweep(tasks, func, out, kwargs: dict | None = None, settings: dict | Non
     return table
 
 
+def input_fingerprint(path) -> str:
+    """SHA-256 over a task's input file and, for a DMS table, the ``<id>.wt.fasta`` beside it: a
+    result is reused only while its inputs are byte for byte the same."""
+    import hashlib
+
+    path = Path(path)
+    files = [path]
+    stem = _strip_suffix(path.name, DMS_SUFFIXES)
+    if stem and (path.parent / f"{stem}.wt.fasta").is_file():
+        files.append(path.parent / f"{stem}.wt.fasta")
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()
+
+
 def _pending_tasks(tasks, out: Path, settings: dict, retry_failed: bool) -> list:
-    """The tasks without a finished result in ``out`` (and, unless ``retry_failed``, without a
-    recorded error); a result made with other settings is refused."""
+    """The tasks without a finished result in ``out`` made from the same input bytes (and, unless
+    ``retry_failed``, without a recorded error); a result made with other settings is refused."""
     pending = []
     for task_id, path in tasks:
         done = _read_json(out / f"{task_id}.json")
@@ -244,6 +260,9 @@ def _pending_tasks(tasks, out: Path, settings: dict, retry_failed: bool) -> list
             if done.get("settings") != settings:
                 raise ValueError(f"{out / task_id}.json was made with settings "
                                  f"{done.get('settings')}, not {settings}: use another --out")
+            if done.get("input_sha256") == input_fingerprint(path):
+                continue
+            pending.append((task_id, path))  # the input changed since: run it again
             continue
         if (out / f"{task_id}.error.json").exists() and not retry_failed:
             continue
@@ -263,6 +282,7 @@ def _run_on_cluster(client, pending, func, kwargs: dict, out: Path, settings: di
                        client.scheduler_info()["workers"].values()):
         warnings.warn("--gpu: no worker offers a 'GPU' resource yet; the tasks wait "
                       "for one (start workers with --resources GPU=1)", stacklevel=3)
+    fingerprints = {task_id: input_fingerprint(path) for task_id, path in pending}
     futures = {}
     for task_id, path in pending:
         future = client.submit(_run_task, func, str(path), kwargs, pure=False,
@@ -278,7 +298,7 @@ def _run_on_cluster(client, pending, func, kwargs: dict, out: Path, settings: di
         except Exception as err:  # the worker died, the task was cancelled, ...
             record = {"status": "error", "error_type": type(err).__name__,
                       "error_message": (str(err).splitlines() or [""])[0]}
-        record.update(task_id=task_id, settings=settings,
+        record.update(task_id=task_id, settings=settings, input_sha256=fingerprints[task_id],
                       finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         ok = record["status"] == "ok"
         atomic_write_text(out / f"{task_id}{'' if ok else '.error'}.json",
