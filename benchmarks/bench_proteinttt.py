@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import esm
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -197,6 +195,12 @@ def main(argv=None):
     if args.proteinttt is None or not (args.proteinttt / "proteinttt").is_dir():
         print(f"skipped: no ProteinTTT checkout at {args.proteinttt} (clone "
               "https://github.com/anton-bushuiev/ProteinTTT and pass --proteinttt PATH)")
+        return None
+    try:
+        import_proteinttt(args.proteinttt)
+    except ImportError as err:
+        print(f"skipped: ProteinTTT at {args.proteinttt} cannot be imported ({err}); install its own "
+              "requirements, e.g. pip install omegaconf biopython pandas")
         return None
     torch.set_num_threads(args.threads)
     args.shapes = [s for s in args.shapes.split(",") if s]

@@ -40,3 +40,12 @@ def test_memory_probe_counts_activations_and_gradients(bench):
     lora = bench.peak_memory_child("tiny", "lora", seq, torch.device("cpu"), 2)
     assert full["peak_mb"] >= 0 and full["saved_activations_mb"] > 0
     assert lora["gradients_mb"] < full["gradients_mb"] / 5  # adapters only
+
+
+def test_proteinttt_benchmark_skips_without_a_checkout(tmp_path, capsys):
+    script = SCRIPT.with_name("bench_proteinttt.py")
+    spec = importlib.util.spec_from_file_location("bench_proteinttt", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--proteinttt", str(tmp_path)]) is None
+    assert "skipped: no ProteinTTT checkout" in capsys.readouterr().out
