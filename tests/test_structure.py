@@ -64,6 +64,21 @@ def test_insertion_codes_are_separate_positions(tmp_path):
     assert t.residues[2:5] == ["820", "820A", "820B"]
 
 
+def test_c_alpha_only_chain_gives_c_alpha_contacts_with_a_warning(tmp_path):
+    import biotite.structure.io.pdb as pdb
+
+    ref = targets.read_pdb_target(targets.pfam40_path("2O9S_A"))
+    out = pdb.PDBFile()
+    out.set_structure(ref.atoms[ref.atoms.atom_name == "CA"])
+    out.write(tmp_path / "ca.pdb")
+    with pytest.warns(UserWarning, match="no C-beta atoms"):
+        t = targets.read_pdb_target(tmp_path / "ca.pdb")
+    assert t.sequence == ref.sequence and np.isfinite(t.coords).all()
+    ca = np.array([r.coord[r.atom_name == "CA"][0] for r in
+                   (ref.atoms[ref.atoms.res_id == int(label)] for label in ref.residues)])
+    assert np.allclose(t.coords, ca)
+
+
 def test_hydrogens_and_nmr_models_are_dropped():
     sumo = targets.dms_target("SUMO1_HUMAN_Weile_2017")  # NMR model with hydrogens
     assert not np.isin(sumo.atoms.element, ("H", "D")).any()

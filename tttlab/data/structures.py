@@ -97,7 +97,8 @@ def read_chain(pdb_path, chain: str | None = None):
 
 def chain_residues(atoms) -> list[dict]:
     """One dict per residue (residue number + insertion code kept apart): ``label``, ``number``,
-    ``letter`` (X if non-standard), ``point`` (C-beta; C-alpha for glycine; NaN if absent), ``ca``.
+    ``letter`` (X if non-standard), ``point`` (C-beta; C-alpha for glycine, or for every residue
+    of a chain without any C-beta, with a warning; NaN if absent), ``ca``.
     """
     import biotite.structure as struc
     import biotite.structure.info as info
@@ -106,6 +107,12 @@ def chain_residues(atoms) -> list[dict]:
 
     starts = list(struc.get_residue_starts(atoms)) + [atoms.array_length()]
     nan = np.full(3, np.nan)
+    ca_only = bool((atoms.atom_name == "CA").any()) and not (atoms.atom_name == "CB").any()
+    if ca_only:  # a C-alpha trace (coarse models, some cryo-EM chains): contacts from C-alpha
+        import warnings
+
+        warnings.warn("the chain has no C-beta atoms (a C-alpha-only model?): contacts are taken "
+                      "between C-alpha atoms instead", stacklevel=2)
     out = []
     for start, stop in zip(starts[:-1], starts[1:]):
         res = atoms[start:stop]
@@ -113,7 +120,7 @@ def chain_residues(atoms) -> list[dict]:
         letter = info.one_letter_code(name) or "X"
         ca = res.coord[res.atom_name == "CA"]
         cb = res.coord[res.atom_name == "CB"]
-        point = cb[0] if len(cb) else (ca[0] if name == "GLY" and len(ca) else nan)
+        point = cb[0] if len(cb) else (ca[0] if (name == "GLY" or ca_only) and len(ca) else nan)
         out.append({"label": f"{res.res_id[0]}{res.ins_code[0]}", "number": int(res.res_id[0]),
                     "letter": letter if letter in STANDARD_AA else "X",
                     "point": np.asarray(point, dtype=float),
