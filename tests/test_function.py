@@ -75,6 +75,9 @@ def test_read_tps_rule_and_split():
     assert abs(test["label"].value_counts(normalize=True)["sesq"] - 476 / 917) < 0.01
     again = function.split(tps, 0.2, seed=0)[1]
     assert list(again["id"]) == list(test["id"])
+    # the 11 repeated TPS sequences stay on one side: no test protein is a training protein
+    assert tps["sequence"].duplicated().sum() == 11
+    assert not set(test["sequence"]) & set(train["sequence"])
 
 
 def test_subsample_is_seeded_and_filters_length():

@@ -81,12 +81,16 @@ def read_tps(min_members: int = 100, path=None) -> pd.DataFrame:
 
 
 def split(table: pd.DataFrame, test_fraction: float = 0.2, seed: int = 0):
-    """Stratified (by ``label``), seeded train/test split of a table."""
+    """Stratified (by ``label``), seeded train/test split of a table in which proteins with the
+    same sequence stay on one side (the split is drawn over distinct sequences, each with its
+    most common label), so no test protein is also a training protein."""
     from sklearn.model_selection import train_test_split
 
-    train, test = train_test_split(table, test_size=test_fraction, random_state=seed,
-                                   stratify=table["label"])
-    return train.reset_index(drop=True), test.reset_index(drop=True)
+    groups = table.groupby("sequence", sort=False)["label"].agg(lambda x: x.mode().iloc[0])
+    train_seqs, _ = train_test_split(groups.index.to_numpy(), test_size=test_fraction,
+                                     random_state=seed, stratify=groups.to_numpy())
+    in_train = table["sequence"].isin(set(train_seqs))
+    return table[in_train].reset_index(drop=True), table[~in_train].reset_index(drop=True)
 
 
 def subsample(table: pd.DataFrame, n: int | None = None, seed: int = 0,
