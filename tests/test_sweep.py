@@ -188,3 +188,18 @@ def test_a_result_is_reused_only_while_its_inputs_are_unchanged(tmp_path):
     assert sweep._pending_tasks([("A", csv)], out, settings, True) == [("A", csv)]
     with pytest.raises(ValueError, match="other settings|use another --out"):
         sweep._pending_tasks([("A", csv)], out, {"model": "other"}, True)
+
+
+def test_a_second_sweep_into_the_same_out_is_refused(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with sweep._out_lock(out):
+        with pytest.raises(ValueError, match="in use by another sweep"):
+            with sweep._out_lock(out):
+                pass
+    assert not (out / ".sweep.lock").exists()  # released
+    import socket
+
+    (out / ".sweep.lock").write_text(f"{socket.gethostname()} 999999999")  # a process long gone
+    with sweep._out_lock(out):
+        assert (out / ".sweep.lock").read_text().endswith(str(os.getpid()))

@@ -191,6 +191,47 @@ def _writable_folder(out: Path) -> Path:
     return out
 
 
+@contextmanager
+def _out_lock(out: Path):
+    """Hold ``out/.sweep.lock`` (host and process id) while a sweep writes there: a second sweep
+    into the same folder is refused with a one-line error; a lock left by a process that no
+    longer runs on this host is taken over."""
+    import socket
+
+    lock = out / ".sweep.lock"
+    me = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            host, _, pid = lock.read_text().partition(" ")
+            alive = host != socket.gethostname() or _process_alive(int(pid or 0))
+            if alive:
+                raise ValueError(f"--out {out} is in use by another sweep ({lock.read_text()}); "
+                                 f"wait for it, or delete {lock} if it is not running") from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        os.write(fd, me.encode())
+        os.close(fd)
+        break
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def run_sweep(tasks, func, out, kwargs: dict | None = None, settings: dict | None = None,
               scheduler: str | None = None, workers: int | None = None, gpu: bool = False,
               retry_failed: bool = True, progress: bool = True,
@@ -224,13 +265,14 @@ def run_sweep(tasks, func, out, kwargs: dict | None = None, settings: dict | Non
     if len(set(ids)) != len(ids):
         raise ValueError("task ids must be unique")
     settings = jsonable(settings or {})
-    pending = _pending_tasks(tasks, out, settings, retry_failed)
-    if pending:
-        with _client(scheduler, workers, gpu, len(pending)) as client:
-            _run_on_cluster(client, pending, func, kwargs or {}, out, settings, gpu, progress)
-    table = summarize(out, ids, columns)
-    table.attrs["submitted"] = len(pending)
-    atomic_write_text(out / SUMMARY_NAME, table.to_csv(index=False))
+    with _out_lock(out):
+        pending = _pending_tasks(tasks, out, settings, retry_failed)
+        if pending:
+            with _client(scheduler, workers, gpu, len(pending)) as client:
+                _run_on_cluster(client, pending, func, kwargs or {}, out, settings, gpu, progress)
+        table = summarize(out, ids, columns)
+        table.attrs["submitted"] = len(pending)
+        atomic_write_text(out / SUMMARY_NAME, table.to_csv(index=False))
     return table
 
 
