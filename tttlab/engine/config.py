@@ -87,7 +87,7 @@ PRESETS: dict[str, TTTConfig] = {
     "esm2_t33_650M_UR50D": TTTConfig(lr=4e-5, batch_size=4, grad_accum_steps=4),
     "tttlab-mini": TTTConfig(lr=4e-4, batch_size=4, grad_accum_steps=4),
 }
-PRESETS["esm2_tttlab_mini"] = PRESETS["tttlab-mini"]  # its file stem (tttlab/engine/weights/...pt)
+PRESETS["esm2_tttlab_mini"] = PRESETS["tttlab-mini"]  # its file stem (data/models/...pt)
 
 
 def preset(model_name: str = "tttlab-mini", **overrides) -> TTTConfig:

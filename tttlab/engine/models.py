@@ -16,8 +16,11 @@ from tttlab.common.files import atomic_write
 from tttlab.engine.fastpath import set_fast_attention, set_torch_compile
 
 MINI_NAME = "tttlab-mini"
-#: the bundled model files (package data: they install with the package)
-PACKAGE_MODELS_DIR = Path(__file__).resolve().parent / "weights"
+#: the bundled model files: ``data/models/`` in a checkout, installed as ``tttlab/bundled/`` by
+#: ``pip install .`` (pyproject.toml maps that folder into the package as package data)
+_PACKAGE = Path(__file__).resolve().parents[1]
+PACKAGE_MODELS_DIR = next((d for d in (_PACKAGE / "bundled", _PACKAGE.parent / "data" / "models")
+                           if d.is_dir()), _PACKAGE / "bundled")
 MINI_PATH = PACKAGE_MODELS_DIR / "esm2_tttlab_mini.pt"
 
 #: every ESM-2 checkpoint fair-esm 2.0.0 can download by name
