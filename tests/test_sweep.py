@@ -203,3 +203,26 @@ def test_a_second_sweep_into_the_same_out_is_refused(tmp_path):
     (out / ".sweep.lock").write_text(f"{socket.gethostname()} 999999999")  # a process long gone
     with sweep._out_lock(out):
         assert (out / ".sweep.lock").read_text().endswith(str(os.getpid()))
+
+
+def test_each_sweep_command_saves_its_own_figure(tmp_path, monkeypatch):
+    """`tttlab sweep contacts` saves the before/after precision figure, `sweep fitness` the
+    Spearman-change one (the sweeps themselves are replaced by a fixed table)."""
+    import argparse
+
+    from tttlab.cli import sweep as sweep_cli
+
+    saved, table = [], pd.DataFrame({"task_id": ["a"], "status": ["ok"]})
+    table.attrs["submitted"] = 1
+    monkeypatch.setattr(sweep_cli, "save_sweep_plot", lambda t, out, helper, name: saved.append(
+        (helper, name)))
+    for name in ("sweep_fitness", "sweep_contacts"):
+        monkeypatch.setattr(sweep_cli, name, lambda *a, **k: table)
+    args = dict(out=str(tmp_path), model="m", ttt_steps=1, seed=0, device=None, only=None,
+                limit=None, scheduler=None, workers=None, gpu=False, retry_failed=True,
+                progress=False, json=True, no_plot=False)
+    assert sweep_cli._cli_contacts(argparse.Namespace(pdb_dir="p", **args)) == 0
+    assert sweep_cli._cli_fitness(argparse.Namespace(dms_dir="d", max_variants=None,
+                                                     method="masked_marginals", **args)) == 0
+    assert saved == [("before_after", "contacts_before_after"),
+                     ("delta_spearman_plot", "delta_spearman_vs_perplexity")]

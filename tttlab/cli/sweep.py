@@ -53,29 +53,27 @@ def _check(args) -> None:
         raise ValueError("--ttt-steps must be >= 0")
 
 
-def _cli_fitness(args) -> int:
+def _sweep(args, run, inputs, extra: dict, helper: str, figure: str) -> int:
+    """Check the options, run the sweep ``run(inputs, out, ...)``, save its figure
+    (``plots.<helper>`` as ``OUT/<figure>.png``) unless ``--no-plot``, report."""
     _check(args)
-    table = sweep_fitness(args.dms_dir, args.out, model=args.model, ttt_steps=args.ttt_steps,
-                          max_variants=args.max_variants, method=args.method, seed=args.seed,
-                          device=args.device, only=args.only, limit=args.limit,
-                          scheduler=args.scheduler, workers=args.workers, gpu=args.gpu,
-                          retry_failed=args.retry_failed,
-                          progress=args.progress and not args.json)
-    if not args.no_plot:  # Spearman change against pseudo-perplexity
-        save_sweep_plot(table, args.out, "delta_spearman_plot", "delta_spearman_vs_perplexity")
+    table = run(inputs, args.out, model=args.model, ttt_steps=args.ttt_steps, seed=args.seed,
+                device=args.device, only=args.only, limit=args.limit, scheduler=args.scheduler,
+                workers=args.workers, gpu=args.gpu, retry_failed=args.retry_failed,
+                progress=args.progress and not args.json, **extra)
+    if not args.no_plot:
+        save_sweep_plot(table, args.out, helper, figure)
     return _report(table, args.out, args.json)
 
 
-def _cli_contacts(args) -> int:
-    _check(args)
-    table = sweep_contacts(args.pdb_dir, args.out, model=args.model, ttt_steps=args.ttt_steps,
-                           seed=args.seed, device=args.device, only=args.only, limit=args.limit,
-                           scheduler=args.scheduler, workers=args.workers, gpu=args.gpu,
-                           retry_failed=args.retry_failed,
-                           progress=args.progress and not args.json)
-    if not args.no_plot:  # Spearman change against pseudo-perplexity
-        save_sweep_plot(table, args.out, "delta_spearman_plot", "delta_spearman_vs_perplexity")
-    return _report(table, args.out, args.json)
+def _cli_fitness(args) -> int:  # Spearman change against pseudo-perplexity
+    return _sweep(args, sweep_fitness, args.dms_dir,
+                  {"max_variants": args.max_variants, "method": args.method},
+                  "delta_spearman_plot", "delta_spearman_vs_perplexity")
+
+
+def _cli_contacts(args) -> int:  # long-range precision at L before vs after TTT
+    return _sweep(args, sweep_contacts, args.pdb_dir, {}, "before_after", "contacts_before_after")
 
 
 def register_cli(subparsers) -> None:
