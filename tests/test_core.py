@@ -220,14 +220,14 @@ def test_step_sums_micro_batch_gradients_as_published(tiny, monkeypatch):
     model, alphabet = tiny
     start = snapshot(model)
     seen = []
-    real_mask = ttt.bert_mask
+    real_corrupt = ttt.corrupt
 
-    def recording_mask(tokens, *args, **kwargs):
-        out = real_mask(tokens, *args, **kwargs)
+    def recording_corrupt(tokens, *args, **kwargs):
+        out = real_corrupt(tokens, *args, **kwargs)
         seen.append((tokens.clone(), out[0].clone()))
         return out
 
-    monkeypatch.setattr(ttt, "bert_mask", recording_mask)
+    monkeypatch.setattr(ttt, "corrupt", recording_corrupt)
     lr = 0.05
     with customized(model, UBQ[:40], progress=False, steps=1, batch_size=2, grad_accum_steps=3,
                     lr=lr):

@@ -11,6 +11,10 @@ from pathlib import Path
 
 LOSSES = ("all_tokens", "masked_tokens")
 TRAINABLE = ("all", "lora")
+MASK_COUNTS = ("exact", "bernoulli")
+REPLACE_VOCABS = ("alphabet", "amino_acids")
+CROPS = ("tokens", "residues")
+LORA_INITS = ("gaussian", "kaiming")
 
 
 @dataclass(frozen=True)
@@ -25,14 +29,27 @@ class TTTConfig:
         gradient is the SUM of the micro-batch gradients (each micro-batch's mean loss, unscaled).
     steps : optimiser steps (30).
     mask_ratio, bert_replace, bert_keep : 15 % of residues selected; of those 10 % replaced by a random
-        standard amino acid, 10 % kept, the rest masked (BERT 80/10/10).
-    crop_size : tokens, BOS/EOS included; longer proteins get a random window per copy.
+        token, 10 % kept, the rest masked (BERT 80/10/10).
+    mask_count : ``"exact"`` (published code: exactly ``int(mask_ratio * n)`` of the copy's ``n``
+        residues, at least one, drawn without replacement) or ``"bernoulli"`` (each residue
+        selected with probability ``mask_ratio``, at least one; ESM-2 pretraining's rule).
+    replace_vocab : where random replacements come from: ``"alphabet"`` (published code: the
+        alphabet's 27 non-special tokens, the 20 amino acids plus X, B, U, Z, O, ``.`` and ``-``)
+        or ``"amino_acids"`` (the 20 standard amino acids).
+    crop_size, crop : copy length in tokens. ``crop="tokens"`` (published code): a protein whose
+        BOS + residues + EOS exceed ``crop_size`` tokens gets, per copy, a random raw window of
+        ``crop_size`` tokens of that row (so a window may lack BOS and/or EOS); ``"residues"``:
+        BOS + a random window of ``crop_size - 2`` residues + EOS.
     loss : ``"all_tokens"`` (published code: cross-entropy averaged over every token of the corrupted
         copy, masked or not, BOS/EOS included) or ``"masked_tokens"`` (only the selected positions,
         the BERT/ESM-2 loss; averaged per copy, then over copies, as ProteinTTT's ``cross_entropy``).
     trainable : ``"all"`` (every parameter but the token embedding, which is tied to the LM head
         and so stays frozen too) or ``"lora"`` (peft LoRA adapters on q/k/v/out projections).
-    lora_rank, lora_alpha : LoRA size and scale.
+    lora_rank, lora_alpha, lora_init : LoRA size, peft's ``lora_alpha`` (the branch is scaled by
+        ``lora_alpha / lora_rank``) and initialisation. Defaults are ProteinTTT's adapter
+        (``lora_diffusion`` with ``r=8, scale=32``: the branch scaled by 32, so peft's alpha is
+        32 x 8 = 256; down-projection Gaussian with std 1/r, up-projection zero, i.e. peft's
+        ``"gaussian"``); ``"kaiming"`` is peft's default initialisation.
     eval_every : compute pseudo-perplexity every N steps (and at step 0 and at the end); 0 = never.
     keep_best : after training, load the step with the lowest pseudo-perplexity (needs eval_every).
     amp : bf16 autocast on CUDA (ignored on CPU, which always runs fp32).
@@ -48,11 +65,15 @@ class TTTConfig:
     mask_ratio: float = 0.15
     bert_replace: float = 0.1
     bert_keep: float = 0.1
+    mask_count: str = "exact"
+    replace_vocab: str = "alphabet"
     crop_size: int = 1024
+    crop: str = "tokens"
     loss: str = "all_tokens"
     trainable: str = "all"
     lora_rank: int = 8
-    lora_alpha: float = 16.0
+    lora_alpha: float = 256.0
+    lora_init: str = "gaussian"
     eval_every: int = 0
     keep_best: bool = False
     amp: bool = True
@@ -61,11 +82,16 @@ class TTTConfig:
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.trainable not in TRAINABLE:
-            raise ValueError(f"trainable must be one of {TRAINABLE}, got {self.trainable!r}")
-        for name in ("batch_size", "grad_accum_steps", "crop_size", "lora_rank"):
+        for name, allowed in (("trainable", TRAINABLE), ("mask_count", MASK_COUNTS),
+                              ("replace_vocab", REPLACE_VOCABS), ("crop", CROPS),
+                              ("lora_init", LORA_INITS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("batch_size", "grad_accum_steps", "lora_rank"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.crop_size < 3:
+            raise ValueError(f"crop_size must be >= 3 tokens, got {self.crop_size}")
         if self.steps < 0 or self.eval_every < 0:
             raise ValueError("steps and eval_every must be >= 0")
         if not 0 < self.mask_ratio <= 1 or self.bert_replace + self.bert_keep > 1:

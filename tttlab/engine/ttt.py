@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from tttlab.engine.config import TTTConfig, preset_for
-from tttlab.engine.masking import bert_mask
+from tttlab.engine.masking import bert_mask, exact_count_mask
 from tttlab.engine.scoring import (_final_hidden, autocast_for, check_sequence, encode,
                                    model_device, pseudo_perplexity)
 
@@ -72,25 +72,36 @@ def restore(model, state: dict[str, torch.Tensor]) -> None:
 
 
 def _add_lora(model, cfg: TTTConfig):
+    """Inject peft LoRA adapters into ``LORA_TARGETS`` (seeded by ``cfg.seed`` without touching the
+    caller's global RNG); ``reset_lora`` undoes it, ``requires_grad`` flags included."""
     try:
         from peft import LoraConfig, inject_adapter_in_model
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("trainable='lora' needs peft: pip install 'tttlab[lora]'") from err
     lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                      target_modules=LORA_TARGETS, init_lora_weights=True)
-    torch.manual_seed(cfg.seed)  # adapter A matrices are random
-    inject_adapter_in_model(lora, model)
+                      target_modules=LORA_TARGETS,
+                      init_lora_weights="gaussian" if cfg.lora_init == "gaussian" else True)
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}  # peft freezes the rest
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)  # adapter A matrices are random
+        inject_adapter_in_model(lora, model)
+    model.__dict__["_tttlab_requires_grad"] = flags
     return [p for n, p in model.named_parameters() if "lora_" in n]
 
 
 def reset_lora(model) -> None:
     """Remove the LoRA adapters ``customize(..., trainable="lora")`` added: every peft LoRA layer
-    goes back to the original Linear it wraps (weights untouched)."""
+    goes back to the original Linear it wraps (weights untouched) and every parameter gets back the
+    ``requires_grad`` flag it had before (peft turns them off; a frozen weight can even take
+    another CPU matmul kernel, so outputs would differ in the last bit)."""
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             if hasattr(child, "base_layer") and hasattr(child, "lora_A"):
                 setattr(module, child_name, child.base_layer)
     model.__dict__.pop("peft_config", None)  # peft's record of the adapters it injected
+    flags = model.__dict__.pop("_tttlab_requires_grad", {})
+    for name, param in model.named_parameters():
+        param.requires_grad_(flags.get(name, param.requires_grad))
 
 
 def trainable_parameters(model, cfg: TTTConfig) -> list[torch.nn.Parameter]:
@@ -100,19 +111,30 @@ def trainable_parameters(model, cfg: TTTConfig) -> list[torch.nn.Parameter]:
 
 
 # ---------------------------------------------------------------------------- the loop
-def _copies(tokens: torch.Tensor, n: int, crop: int, generator, device) -> torch.Tensor:
-    """``n`` copies of the 1-D token row, each cropped to a random ``crop``-token window."""
+def _copies(tokens: torch.Tensor, n: int, crop: int, generator, device,
+            mode: str = "tokens") -> torch.Tensor:
+    """``n`` copies of the 1-D token row (BOS + residues + EOS), each cropped at random when the
+    row is longer than ``crop`` tokens: ``mode="tokens"`` takes a raw ``crop``-token window of
+    the row (ProteinTTT; a window may lack BOS and/or EOS), ``"residues"`` keeps BOS and EOS
+    around a random window of ``crop - 2`` residues."""
     if tokens.numel() <= crop:
         return tokens.expand(n, -1).clone()
-    body = tokens[1:-1]
-    width = crop - 2
+    body, width = (tokens, crop) if mode == "tokens" else (tokens[1:-1], crop - 2)
     starts = torch.randint(body.numel() - width + 1, (n,), generator=generator,
                            device=generator.device).to(device)
-    idx = starts[:, None] + torch.arange(width, device=device)[None]
-    rows = body[idx]
-    bos = tokens[:1].expand(n, 1)
-    eos = tokens[-1:].expand(n, 1)
-    return torch.cat([bos, rows, eos], dim=1)
+    rows = body[starts[:, None] + torch.arange(width, device=device)[None]]
+    if mode == "tokens":
+        return rows
+    return torch.cat([tokens[:1].expand(n, 1), rows, tokens[-1:].expand(n, 1)], dim=1)
+
+
+def corrupt(batch: torch.Tensor, alphabet, cfg: TTTConfig, generator):
+    """The masked copies of ``batch`` and their selection, by ``cfg.mask_count``'s rule."""
+    if cfg.mask_count == "exact":
+        return exact_count_mask(batch, alphabet, generator, cfg.mask_ratio, cfg.bert_replace,
+                                cfg.bert_keep, cfg.replace_vocab)
+    return bert_mask(batch, alphabet, generator, cfg.mask_ratio, cfg.bert_replace,
+                     cfg.bert_keep, cfg.replace_vocab)
 
 
 def _loss(model, tokens, corrupted, selected, cfg):
@@ -122,7 +144,7 @@ def _loss(model, tokens, corrupted, selected, cfg):
                              reduction="none")  # the LM head on the selected rows only
         copy = selected.nonzero()[:, 0]
         per_copy = torch.zeros(len(tokens), device=ce.device).index_add_(0, copy, ce)
-        return (per_copy / selected.sum(1)).mean()  # bert_mask selects >= 1 a row
+        return (per_copy / selected.sum(1)).mean()  # both masking rules select >= 1 a row
     logits = model.lm_head(hidden).float()
     return F.cross_entropy(logits.flatten(0, 1), tokens.flatten())  # every token, BOS/EOS too
 
@@ -310,9 +332,8 @@ def _micro_batch_losses(model, tokens, cfg: TTTConfig, rows: int, generator) -> 
     losses = []
     for first in range(0, per_step, rows):
         n = min(rows, per_step - first)
-        batch = _copies(tokens, n, cfg.crop_size, generator, device)
-        corrupted, selected = bert_mask(batch, model.alphabet, generator, cfg.mask_ratio,
-                                        cfg.bert_replace, cfg.bert_keep)
+        batch = _copies(tokens, n, cfg.crop_size, generator, device, cfg.crop)
+        corrupted, selected = corrupt(batch, model.alphabet, cfg, generator)
         losses.append(partial(_micro_batch_loss, model, cfg, batch, corrupted, selected,
                               n / cfg.batch_size))
     return losses
