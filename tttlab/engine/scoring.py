@@ -57,16 +57,37 @@ def max_residues(model) -> int:
     return MAX_RESIDUES
 
 
-def window_start(pos: int, length: int, window: int) -> int:
-    """ProteinGym's optimal window (``get_optimal_window``): start of the ``window``-long stretch
-    used to score 0-based position ``pos`` of a ``length``-long protein."""
-    if length <= window:
-        return 0
-    if pos < window // 2:
-        return 0
-    if pos >= length - window // 2:
-        return length - window
-    return max(0, pos - window // 2)
+def optimal_window(mutation_position_relative: int, seq_len_wo_special: int,
+                   model_window: int) -> tuple[int, int]:
+    """ProteinGym's ``get_optimal_window`` (``proteingym/utils/scoring_utils.py``): the
+    ``[start, end)`` slice of a length-``seq_len_wo_special`` row that is scored for position
+    ``mutation_position_relative`` by a model that takes ``model_window`` items at once.
+
+    The whole row when it fits; else ``[0, model_window)`` for positions in the first half window,
+    ``[len - model_window, len)`` for positions in the last half window, and ``[pos - w // 2,
+    pos + w // 2)`` in between (one item shorter than ``w`` when ``w`` is odd, as in ProteinGym).
+
+    Matched exactly: this function's results, and how tttlab calls it. Despite its parameter name,
+    ProteinGym's ESM-1v/ESM-2 masked-marginals script passes token coordinates: the row is BOS +
+    residues + EOS (``seq_len_wo_special = len(seq) + 2``), the position is the masked token's
+    (residue ``j`` is token ``j + 1``) and the window is 1,024 tokens, sliced from the token row
+    without adding BOS/EOS back. ``masked_marginals`` and ``wt_marginals`` call it the same way
+    (``tests/test_proteingym_windows.py`` checks both against a transcription of that script's
+    loop). ProteinGym's own wild-type-marginals pass instead runs an over-long ESM-2 input whole.
+    """
+    for name, value in (("mutation_position_relative", mutation_position_relative),
+                        ("seq_len_wo_special", seq_len_wo_special), ("model_window", model_window)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer, got {value!r}")
+    half = model_window // 2
+    if seq_len_wo_special <= model_window:
+        return 0, int(seq_len_wo_special)
+    if mutation_position_relative < half:
+        return 0, int(model_window)
+    if mutation_position_relative >= seq_len_wo_special - half:
+        return int(seq_len_wo_special - model_window), int(seq_len_wo_special)
+    return (int(max(0, mutation_position_relative - half)),
+            int(min(seq_len_wo_special, mutation_position_relative + half)))
 
 
 #: masked copies per forward pass on CPU, where 4-16 cost the same per copy
@@ -122,11 +143,15 @@ def _final_hidden(model, tokens, rows=None, padded=None):
 
 
 # ------------------------------------------------------------------------ marginals
-def _window_groups(seq: str, model):
-    """(start, 0-based positions scored in the window starting there) for ``seq``."""
-    window = min(len(seq), max_residues(model))
-    starts = [window_start(i, len(seq), window) for i in range(len(seq))]
-    return window, [(s, [i for i, t in enumerate(starts) if t == s]) for s in sorted(set(starts))]
+def _window_groups(seq: str, model) -> list[tuple[tuple[int, int], list[int]]]:
+    """``((first, end) token slice, 0-based residues scored in it)`` for ``seq``: each residue's
+    ProteinGym window (``optimal_window`` of its token in the BOS + residues + EOS row, a window of
+    the model's context in tokens), grouped by window."""
+    context = max_residues(model) + 2
+    groups: dict[tuple[int, int], list[int]] = {}
+    for j in range(len(seq)):
+        groups.setdefault(optimal_window(j + 1, len(seq) + 2, context), []).append(j)
+    return sorted(groups.items())
 
 
 def masked_marginals(model, seq: str, batch_size: int | None = None, progress: bool = False,
@@ -135,7 +160,8 @@ def masked_marginals(model, seq: str, batch_size: int | None = None, progress: b
 
     Every position gets its own masked copy; copies are batched ``batch_size`` at a time (default:
     ``CPU_BATCH`` on CPU, memory-aware on CUDA). Proteins longer than the model context are scored
-    in ProteinGym's sliding windows. Log-probabilities are normalised over the model's whole
+    as ProteinGym's ESM script scores them: each masked residue in its ``optimal_window`` of
+    1,024 tokens of the BOS + residues + EOS row. Log-probabilities are normalised over the model's whole
     vocabulary. ``positions`` (0-based) scores only those rows; the others are NaN (so
     ``pseudo_perplexity(..., marginals=...)`` averages over them alone).
     """
@@ -164,22 +190,23 @@ def _marginals(model, seq, spacing, batch_size, progress, amp, only=None):
     alphabet = model.alphabet
     device = model_device(model)
     aa_idx = torch.tensor([alphabet.get_idx(a) for a in STANDARD_AA], device=device)
-    window, groups = _window_groups(seq, model)
+    groups = _window_groups(seq, model)
     if only is not None:
         only = {int(i) for i in only}
         if any(not 0 <= i < len(seq) for i in only):
             raise ValueError(f"positions must be 0-based residue indices below {len(seq)}")
         groups = [(s, [i for i in g if i in only]) for s, g in groups]
         groups = [(s, g) for s, g in groups if g]
-    batch_size = batch_size or _default_batch(model, window + 2)
+    row = encode(alphabet, seq, device)  # BOS + residues + EOS; windows are slices of it
+    batch_size = batch_size or _default_batch(model, min(len(row), max_residues(model) + 2))
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     bar = tqdm(total=sum(len(g) for _, g in groups), disable=not progress,
                desc="masked marginals", leave=False)
     with scoring_mode(model, amp):
         out = torch.full((len(seq), len(STANDARD_AA)), float("nan"), device=device)
-        for start, positions in groups:
-            tokens = encode(alphabet, seq[start:start + window], device)
+        for (start, end), positions in groups:
+            tokens = row[start:end]
             if spacing is None:  # one masked residue per copy
                 copies = [[p] for p in positions]
             else:  # residues `spacing` apart share a copy; pad rows by repeating the first
@@ -188,7 +215,7 @@ def _marginals(model, seq, spacing, batch_size, progress, amp, only=None):
             pos = torch.tensor([c + c[:1] * (width - len(c)) for c in copies], device=device)
             for chunk, n in zip(pos.split(batch_size), torch.tensor(
                     [len(c) for c in copies]).split(batch_size)):
-                cols = chunk - start + 1  # token columns of the masked residues
+                cols = chunk + 1 - start  # token columns of the masked residues
                 batch = tokens.repeat(len(chunk), 1).scatter_(1, cols, alphabet.mask_idx)
                 hidden = _final_hidden(model, batch, rows=cols, padded=False)
                 logp = torch.log_softmax(model.lm_head(hidden).float(), dim=-1)[..., aa_idx]
@@ -202,7 +229,8 @@ def wt_marginals(model, seq: str, amp: bool = True, progress: bool = False) -> n
     """L x 20 log-probabilities from one unmasked pass.
 
     Cost: one pass for a protein within the model context (1,022 residues for ESM-2). Longer
-    proteins use ProteinGym's sliding windows, one pass per distinct window start, which grows
+    proteins use the windows of ``masked_marginals`` (``optimal_window``), one pass per distinct
+    window, which grows
     with L - 1,022 (a 3,000-residue protein: about 2,000 passes of 1,024 tokens), so ``progress``
     shows a bar over those passes.
     """
@@ -212,14 +240,14 @@ def wt_marginals(model, seq: str, amp: bool = True, progress: bool = False) -> n
     alphabet = model.alphabet
     device = model_device(model)
     aa_idx = torch.tensor([alphabet.get_idx(a) for a in STANDARD_AA], device=device)
-    window, groups = _window_groups(seq, model)
+    groups = _window_groups(seq, model)
+    row = encode(alphabet, seq, device)
     with scoring_mode(model, amp):
         out = torch.empty(len(seq), len(STANDARD_AA), device=device)
-        for start, positions in tqdm(groups, disable=not progress or len(groups) < 2,
-                                     desc="wild-type marginals (windows)", leave=False):
-            tokens = encode(alphabet, seq[start:start + window], device)[None]
+        for (start, end), positions in tqdm(groups, disable=not progress or len(groups) < 2,
+                                            desc="wild-type marginals (windows)", leave=False):
             pos = torch.tensor(positions, device=device)
-            hidden = _final_hidden(model, tokens, padded=False)[0, pos - start + 1]
+            hidden = _final_hidden(model, row[None, start:end], padded=False)[0, pos + 1 - start]
             out[pos] = torch.log_softmax(model.lm_head(hidden).float(), -1)[:, aa_idx]
     return out.cpu().numpy()
 
