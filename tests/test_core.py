@@ -300,8 +300,8 @@ def test_sliding_window_matches_whole_sequence_when_short(tiny, monkeypatch):
     windowed = masked_marginals(model, seq)
     assert windowed.shape == whole.shape and np.isfinite(windowed).all()
     assert not np.allclose(windowed, whole)  # windows see less context
-    # the first 16 residues share one window, the row's first 32 tokens (BOS + 31 residues, no EOS), as in
-    # ProteinGym (tests/test_proteingym_windows.py checks every position)
+    # the first 16 residues share one window, the row's first 32 tokens (BOS + 31 residues, no
+    # EOS), as in ProteinGym (tests/test_proteingym_windows.py checks every position)
     assert dict(scoring._window_groups(seq, model))[(0, 32)] == list(range(16))
 
 
