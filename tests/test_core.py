@@ -138,8 +138,8 @@ def test_named_model_offline_fails_fast(monkeypatch, tmp_path):
     def offline(*args, **kwargs):
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    with pytest.raises(RuntimeError, match="put esm2_t6_8M_UR50D.pt"):
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(RuntimeError, match="esm2_t6_8M_UR50D.pt is missing"):
         load_model("esm2_t6_8M_UR50D")
 
 

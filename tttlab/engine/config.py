@@ -100,18 +100,55 @@ class TTTConfig:
             raise ValueError("keep_best needs eval_every > 0 (pseudo-perplexity picks the best step)")
 
 
-#: ProteinTTT publishes ESM-2 settings for 35M (the defaults) and 650M; 8M and 150M reuse the 35M
-#: settings (no published value of their own). tttlab-mini's were chosen on held-out pretraining
-#: chains (never an evaluation protein) by ``benchmarks/tune_mini_preset.py``: with gradients summed
-#: over micro-batches as published, 4 x 4 copies at lr 4e-4 lowered their pseudo-perplexity most in
-#: 30 steps (3.1 %; lr 1e-4: 2.2 %, 1e-3: 3.1 % with a smaller worst case), and 4 x 16 overshoots
-#: on this small model (TEM-1: 17.58 -> 17.57), at 4x the cost
+#: ESM-2 shapes (layers, width, heads) and parameter counts of the six fair-esm checkpoints
+ESM2_SHAPES: dict[str, tuple[int, int, int]] = {
+    "esm2_t6_8M_UR50D": (6, 320, 20),
+    "esm2_t12_35M_UR50D": (12, 480, 20),
+    "esm2_t30_150M_UR50D": (30, 640, 20),
+    "esm2_t33_650M_UR50D": (33, 1280, 20),
+    "esm2_t36_3B_UR50D": (36, 2560, 40),
+    "esm2_t48_15B_UR50D": (48, 5120, 40),
+}
+
+#: The presets. Published (ProteinTTT, ``proteinttt/models/esm2.py`` and ``esmfold.py``): ESM-2 35M
+#: (the ``TTTConfig`` defaults: SGD lr 4e-4, 4 copies x 16 accumulation, all parameters), ESM-2 650M
+#: (lr 4e-5, 4 x 4) and ESMFold, whose language model is ESM-2 3B (LoRA rank 8 with the branch x 32,
+#: lr 4e-4, 4 x 4, its default loss: cross-entropy on the masked tokens). The other sizes follow
+#: one stated rule (on nominal sizes), not a tuning run:
+#:
+#: - 8M and 150M (full fine-tuning): batch and accumulation of the nearest published size in log
+#:   parameter count (35M for both: 150M / 35M = 4.29 < 650M / 150M = 4.33), and the learning
+#:   rate on the power law through the two published full-fine-tuning points, lr = 4e-4 x
+#:   (N / 35M)^-0.788 (0.788 = log(10) / log(650 / 35): ten times smaller from 35M to 650M),
+#:   rounded to two digits: 8M -> 1.3e-3, 150M -> 1.3e-4.
+#: - 3B: ESMFold's LoRA recipe as published (the paper's only 3B setting); 15B: the same adapters,
+#:   lr on the same power law from 3B: 4e-4 x (15B / 3B)^-0.788 -> 1.1e-4. Full fine-tuning of
+#:   3B/15B would need 8 bytes per parameter for weights + gradients alone (``tttlab models``).
+#:
+#: tttlab-mini's were chosen on held-out pretraining chains (never an evaluation protein) by
+#: ``benchmarks/tune_mini_preset.py``: with gradients summed over micro-batches as published, 4 x 4
+#: copies at lr 4e-4 lowered their pseudo-perplexity most in 30 steps (3.1 %; lr 1e-4: 2.2 %, 1e-3:
+#: 3.1 % with a smaller worst case), and 4 x 16 overshoots on this small model, at 4x the cost.
+_LORA = dict(trainable="lora", lora_rank=8, lora_alpha=256.0, batch_size=4, grad_accum_steps=4,
+             loss="masked_tokens")
 PRESETS: dict[str, TTTConfig] = {
-    "esm2_t6_8M_UR50D": TTTConfig(),
+    "esm2_t6_8M_UR50D": TTTConfig(lr=1.3e-3),
     "esm2_t12_35M_UR50D": TTTConfig(),
-    "esm2_t30_150M_UR50D": TTTConfig(),
+    "esm2_t30_150M_UR50D": TTTConfig(lr=1.3e-4),
     "esm2_t33_650M_UR50D": TTTConfig(lr=4e-5, batch_size=4, grad_accum_steps=4),
+    "esm2_t36_3B_UR50D": TTTConfig(lr=4e-4, **_LORA),
+    "esm2_t48_15B_UR50D": TTTConfig(lr=1.1e-4, **_LORA),
     "tttlab-mini": TTTConfig(lr=4e-4, batch_size=4, grad_accum_steps=4),
+}
+#: where each ESM-2 preset comes from (``tttlab models`` prints it)
+PRESET_SOURCES: dict[str, str] = {
+    "esm2_t6_8M_UR50D": "rule: 35M batch, lr power law",
+    "esm2_t12_35M_UR50D": "published (ProteinTTT ESM-2 35M)",
+    "esm2_t30_150M_UR50D": "rule: 35M batch, lr power law",
+    "esm2_t33_650M_UR50D": "published (ProteinTTT ESM-2 650M)",
+    "esm2_t36_3B_UR50D": "published (ProteinTTT ESMFold, LoRA)",
+    "esm2_t48_15B_UR50D": "rule: ESMFold LoRA, lr power law",
+    "tttlab-mini": "tuned on held-out chains",
 }
 PRESETS["esm2_tttlab_mini"] = PRESETS["tttlab-mini"]  # its file stem (data/models/...pt)
 
@@ -119,7 +156,12 @@ PRESETS["esm2_tttlab_mini"] = PRESETS["tttlab-mini"]  # its file stem (data/mode
 def preset(model_name: str = "tttlab-mini", **overrides) -> TTTConfig:
     """The preset for ``model_name`` (a preset name, or a local checkpoint path whose file stem is
     one, e.g. ``.../esm2_t33_650M_UR50D.pt``; published 35M defaults when unknown), with
-    ``overrides``."""
+    ``overrides``.
+
+    Every ESM-2 size has its own: 35M, 650M and 3B (ESMFold's LoRA) are ProteinTTT's published
+    settings; 8M, 150M and 15B follow a stated rule (learning rate on the power law through the
+    published points, batch of the nearest published size; see ``PRESETS``' comment and
+    ``PRESET_SOURCES``)."""
     known = {f.name for f in fields(TTTConfig)}
     bad = set(overrides) - known
     if bad:

@@ -92,22 +92,47 @@ def _load_local(path: Path):
     return model, alphabet
 
 
-def _load_hub(name: str):
+_MODEL_URL = "https://dl.fbaipublicfiles.com/fair-esm/models/{}.pt"
+_REGRESSION_URL = "https://dl.fbaipublicfiles.com/fair-esm/regression/{}-contact-regression.pt"
+#: seconds a download may wait on the network before it counts as offline
+DOWNLOAD_TIMEOUT = 30
+
+
+def hub_paths(name: str) -> tuple[Path, Path]:
+    """Where fair-esm's hub cache keeps ``name``'s weights and contact regression:
+    ``$TORCH_HOME/hub/checkpoints/{name}.pt`` and ``{name}-contact-regression.pt``."""
     hub = Path(torch.hub.get_dir()) / "checkpoints"
+    return hub / f"{name}.pt", hub / f"{name}-contact-regression.pt"
+
+
+def _download(url: str, path: Path, name: str) -> None:
+    """Fetch ``url`` to ``path`` (torch.hub's downloader, partial files never left behind) within
+    ``DOWNLOAD_TIMEOUT`` seconds of network silence; offline is one line naming ``path``."""
+    import socket
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
     try:
-        with torch.serialization.safe_globals(_SAFE_GLOBALS):
-            data = torch.hub.load_state_dict_from_url(
-                f"https://dl.fbaipublicfiles.com/fair-esm/models/{name}.pt",
-                progress=True, map_location="cpu", weights_only=True)
-            reg = torch.hub.load_state_dict_from_url(
-                f"https://dl.fbaipublicfiles.com/fair-esm/regression/{name}-contact-regression.pt",
-                progress=False, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as err:  # URLError is an OSError
-        raise RuntimeError(
-            f"could not download {name} ({type(err).__name__}: {err}); offline? put {name}.pt and "
-            f"{name}-contact-regression.pt in {hub} or pass the local .pt path") from None
-    model, alphabet = esm.pretrained.load_model_and_alphabet_core(name, data, reg)
-    return model, alphabet
+        torch.hub.download_url_to_file(url, str(path), progress=True)
+    except (OSError, RuntimeError) as err:  # URLError and timeouts are OSErrors
+        reason = getattr(err, "reason", err)
+        raise RuntimeError(f"{name}: {path} is missing and the download failed ({reason}); "
+                           f"offline? put the file from {url} there, or pass a local .pt path"
+                           ) from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _load_hub(name: str):
+    """fair-esm's ``load_model_and_alphabet_hub`` with every file read weights-only: the files in
+    the hub cache (``hub_paths``), downloaded first when missing."""
+    weights, regression = hub_paths(name)
+    for path, url in ((weights, _MODEL_URL.format(name)), (regression, _REGRESSION_URL.format(name))):
+        if not path.is_file():
+            _download(url, path, name)
+    return esm.pretrained.load_model_and_alphabet_core(name, _read_checkpoint(weights),
+                                                      _read_checkpoint(regression))
 
 
 def load_model(name_or_path: str | Path = MINI_NAME, device=None, fast_attention: bool = True,
