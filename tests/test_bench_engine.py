@@ -49,3 +49,18 @@ def test_proteinttt_benchmark_skips_without_a_checkout(tmp_path, capsys):
     spec.loader.exec_module(module)
     assert module.main(["--proteinttt", str(tmp_path)]) is None
     assert "skipped: no ProteinTTT checkout" in capsys.readouterr().out
+
+
+def test_gpu_check_runs_on_cpu_with_the_tiny_model(tmp_path):
+    """benchmarks/gpu_check.py is meant for a GPU; on the tiny model on CPU it must still run and
+    find the engine equivalent to stock fair-esm (there without bf16)."""
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT.with_name("gpu_check.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = module.main(["--device", "cpu", "--models", "tiny", "--length", "40", "--steps", "1",
+                       "--repeats", "1", "--json", str(tmp_path / "gpu.json")])
+    assert out["all_equivalent"] and (tmp_path / "gpu.json").is_file()
+    row = out["models"]["tiny"]
+    assert row["equivalence"]["fp32_marginals_max_abs"] < 1e-3
+    assert row["equivalence"]["bf16_ttt_loss_rel"] < 1e-4
+    assert row["speed"]["scoring_speedup"] > 0 and row["speed"]["ttt_run_ratio"] > 0

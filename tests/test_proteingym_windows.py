@@ -83,3 +83,16 @@ def test_long_protein_marginals_follow_proteingyms_script(tiny, monkeypatch, res
 def test_proteins_within_the_context_are_scored_whole(tiny):
     model, _ = tiny
     assert scoring._window_groups(UBQ, model) == [((0, len(UBQ) + 2), list(range(len(UBQ))))]
+
+
+def test_long_protein_pseudo_perplexity_reads_each_residues_own_token(tiny, monkeypatch):
+    """ProteinTTT's pseudo-perplexity for proteins longer than its crop reads the wild-type
+    log-probability at ``x[i - start]`` instead of ``x[i]`` (a neighbour's token once the window has
+    moved); tttlab scores residue j against residue j."""
+    model, _ = tiny
+    monkeypatch.setattr(scoring, "max_residues", lambda m: 30)
+    seq = UBQ[:70]
+    logp = proteingym_loop(model, seq, 32)
+    own = logp[np.arange(len(seq)), [STANDARD_AA.index(a) for a in seq]]
+    assert tttlab.pseudo_perplexity(model, seq) == pytest.approx(float(np.exp(-own.mean())),
+                                                                 rel=1e-5)
