@@ -203,3 +203,25 @@ def test_short_errors_outside_and_inside_ipython(capsys):
         assert widgets.short_errors(False) is True
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_an_unrelated_structure_is_refused_even_at_high_identity():
+    """1UCS and 3FYM are unrelated, yet with free end gaps 11 of their 18 aligned residues are
+    identical (61 %, over the 30 % bar): the z-score against shuffled chains refuses the pair,
+    while a true pair (ubiquitin on 1UBQ) scores far above the bar."""
+    from tttlab.data.structures import alignment_zscore
+
+    seq = chain_sequence("structures/pfam40/3FYM_A.pdb")
+    message = yourprotein.validate_inputs(sequence=seq, pdb=path("structures/pfam40/1UCS_A.pdb"))
+    assert "no better than chance" in message and "\n" not in message
+    ubq = yourprotein.read_protein(None, path("dms/RL40A_YEAST_Roscoe_2013.wt.fasta"))[1]
+    assert alignment_zscore(ubq, chain_sequence(UBQ_PDB)) > 40
+    assert yourprotein.structure_target(ubq, path(UBQ_PDB)).identity > 0.95
+
+
+def chain_sequence(relpath):
+    """One-letter sequence of the first protein chain of a shared structure file."""
+    from tttlab.data.structures import chain_residues, read_chain
+
+    atoms, _ = read_chain(path(relpath), None)
+    return "".join(r["letter"] for r in chain_residues(atoms))

@@ -160,17 +160,41 @@ def _dms_row(dms_id: str):
     return row.iloc[0]
 
 
-def align_to_chain(seq: str, residues: list[dict]) -> list[tuple[int, int]]:
-    """(sequence index, residue index) pairs of a global alignment of ``seq`` to the chain's
-    residues (``chain_residues``): BLOSUM62, gaps -10/-1, free end gaps (a homolog works)."""
+def _global_alignment(seq: str, chain_seq: str):
+    """The best global alignment of two sequences: BLOSUM62, gaps -10/-1, free end gaps."""
     import biotite.sequence as bseq
     import biotite.sequence.align as align
 
     matrix = align.SubstitutionMatrix.std_protein_matrix()
-    chain_seq = "".join(r["letter"] for r in residues)
-    best = align.align_optimal(bseq.ProteinSequence(seq), bseq.ProteinSequence(chain_seq), matrix,
-                               gap_penalty=(-10, -1), terminal_penalty=False)[0]
+    return align.align_optimal(bseq.ProteinSequence(seq), bseq.ProteinSequence(chain_seq), matrix,
+                               gap_penalty=(-10, -1), terminal_penalty=False, max_number=1)[0]
+
+
+def align_to_chain(seq: str, residues: list[dict]) -> list[tuple[int, int]]:
+    """(sequence index, residue index) pairs of a global alignment of ``seq`` to the chain's
+    residues (``chain_residues``): BLOSUM62, gaps -10/-1, free end gaps (a homolog works)."""
+    best = _global_alignment(seq, "".join(r["letter"] for r in residues))
     return [(int(a), int(b)) for a, b in best.trace if a >= 0 and b >= 0]
+
+
+def alignment_zscore(seq: str, chain_seq: str, shuffles: int = 20, seed: int = 0) -> float:
+    """How far the alignment score of ``seq`` and ``chain_seq`` lies above those of ``shuffles``
+    shuffles of ``chain_seq`` (same composition, no order), in standard deviations. With free end
+    gaps two unrelated proteins still align short stretches at high identity; their z-score stays
+    low (on the 48 shared structures' chains against each other: median 0, 99th percentile 4, max
+    4.8 of 150 pairs) while the DMS wild types score 40-170 against their structures, the homolog
+    PABP/PABPC1 at 66 % identity 40."""
+    import random
+
+    rng = random.Random(seed)
+    score = _global_alignment(seq, chain_seq).score
+    letters = list(chain_seq)
+    null = []
+    for _ in range(shuffles):
+        rng.shuffle(letters)
+        null.append(_global_alignment(seq, "".join(letters)).score)
+    spread = float(np.std(null)) or 1.0
+    return (score - float(np.mean(null))) / spread
 
 
 def _aligned_pairs(seq: str, residues: list[dict], offset) -> list[tuple[int, int]]:
