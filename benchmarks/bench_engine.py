@@ -166,7 +166,8 @@ def ttt_batches(model, seq, cfg, steps):
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     out = []
     for _ in range(steps * cfg.grad_accum_steps):
-        batch = ttt._copies(tokens, cfg.batch_size, cfg.crop_size, gen, device, cfg.crop)
+        batch = masking.crop_copies(tokens, cfg.batch_size, cfg.crop_size, gen, device,
+                                    cfg.crop)
         corrupted, _ = ttt.corrupt(batch, model.alphabet, cfg, gen)
         out.append((corrupted, batch))
     return out

@@ -7,7 +7,8 @@ import torch
 from tttlab.engine.config import TTTConfig
 from tttlab.engine.masking import exact_count_mask, replacement_tokens
 from tttlab.engine.scoring import encode
-from tttlab.engine.ttt import _copies, corrupt
+from tttlab.engine.masking import crop_copies
+from tttlab.engine.ttt import corrupt
 
 TEM1_LIKE = "MSIQHFRVALIPFFAAFCLPVFAHPETLVKVKDAEDQLGARVGYIELDLNSGKILESFRPEERFPMMSTFKVLLCGAVLSRIDAGQEQ"
 
@@ -43,7 +44,7 @@ def test_exact_count_mask_is_the_published_rule(tiny, crop):
     _, alphabet = tiny
     tokens = encode(alphabet, TEM1_LIKE)
     gen = torch.Generator().manual_seed(3)
-    batch = _copies(tokens, 16, crop, gen, "cpu")
+    batch = crop_copies(tokens, 16, crop, gen, "cpu")
     state = gen.get_state()
     corrupted, selected = exact_count_mask(batch, alphabet, gen)
     gen.set_state(state)  # the same draws, in the documented order
@@ -76,7 +77,7 @@ def test_crops_are_raw_token_windows_as_published(tiny):
     _, alphabet = tiny
     tokens = encode(alphabet, TEM1_LIKE)
     n, crop = 4000, 30
-    rows = _copies(tokens, n, crop, torch.Generator().manual_seed(0), "cpu", "tokens")
+    rows = crop_copies(tokens, n, crop, torch.Generator().manual_seed(0), "cpu", "tokens")
     assert rows.shape == (n, crop)
     starts = []
     for row in rows:  # every row is a window of the token row; find where it starts
@@ -86,9 +87,9 @@ def test_crops_are_raw_token_windows_as_published(tiny):
     assert set(starts) == set(range(len(tokens) - crop + 1))  # every start is drawn
     assert (rows[:, 0] == alphabet.cls_idx).any() and (rows[:, -1] == alphabet.eos_idx).any()
     assert (rows[:, 0] != alphabet.cls_idx).any()
-    kept = _copies(tokens, 50, crop, torch.Generator().manual_seed(0), "cpu", "residues")
+    kept = crop_copies(tokens, 50, crop, torch.Generator().manual_seed(0), "cpu", "residues")
     assert (kept[:, 0] == alphabet.cls_idx).all() and (kept[:, -1] == alphabet.eos_idx).all()
-    short = _copies(tokens, 3, 1024, torch.Generator().manual_seed(0), "cpu", "tokens")
+    short = crop_copies(tokens, 3, 1024, torch.Generator().manual_seed(0), "cpu", "tokens")
     assert all(torch.equal(r, tokens) for r in short)  # shorter than the crop: the whole row
 
 

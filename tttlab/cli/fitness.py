@@ -18,7 +18,7 @@ def _cli(args) -> int:
     cfg = config_from_args(args)
     model, _ = load_model(args.model, device=args.device)
     out = evaluate_assay(model, assay, cfg=cfg, method=args.method, max_variants=args.max_variants,
-                         seed=args.seed, progress=not args.json)
+                         seed=args.seed, progress=not args.json, homologs=args.homologs)
     out["model"] = str(args.model)
     if args.json:
         print(json.dumps(out), flush=True)
@@ -30,13 +30,15 @@ def _cli(args) -> int:
         print(f"  {when:6s} TTT: Spearman {out[f'spearman_{when}']:.3f} [{lo:.3f}, {hi:.3f}]  "
               f"NDCG@10% {out[f'ndcg_{when}']:.3f}  pseudo-perplexity "
               f"{out[f'pseudo_perplexity_{when}']:.2f}")
+    if out["n_homologs"]:
+        print(f"  TTT on the wild type and {out['n_homologs']} homologs ({out['homolog_source']})")
     print(f"  ({out['seconds']:.1f} s)")
     return 0
 
 
 def register_cli(subparsers) -> None:
     """``tttlab fitness --dms FILE.csv[.gz] ...``"""
-    from tttlab.cli.options import add_model_args
+    from tttlab.cli.options import add_homolog_args, add_model_args
     from tttlab.engine.scoring import METHODS
 
     p = subparsers.add_parser("fitness", help="zero-shot DMS fitness prediction before/after TTT")
@@ -47,4 +49,5 @@ def register_cli(subparsers) -> None:
     p.add_argument("--drop-invalid", action="store_true",
                    help="drop invalid rows instead of stopping with an error")
     add_model_args(p)
+    add_homolog_args(p)
     p.set_defaults(func=_cli)

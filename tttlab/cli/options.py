@@ -37,10 +37,23 @@ def add_model_args(parser, ttt_steps_default: int = 30) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable JSON output")
 
 
+def add_homolog_args(parser) -> None:
+    """``--homologs`` and ``--homolog-region`` (homolog-aware TTT)."""
+    parser.add_argument("--homologs", default=None,
+                        help="TTT on the protein and its homologs: an MSA file (A3M, A2M, aligned "
+                             "FASTA, Stockholm) or 'auto' (jackhmmer of the Swiss-Prot file)")
+    parser.add_argument("--homolog-region", choices=("full", "aligned"), default=None,
+                        help="whole homolog sequences (full) or their residues in the target's "
+                             "columns (aligned); default: the preset's")
+
+
 def config_from_args(args):
     """The model's preset TTTConfig with the command's ``--ttt-steps`` and ``--seed``."""
     from tttlab.engine.config import preset
 
     if args.ttt_steps < 0:
         raise CLIError("--ttt-steps must be >= 0")
-    return preset(args.model, steps=args.ttt_steps, seed=args.seed)
+    extra = {}
+    if getattr(args, "homolog_region", None):
+        extra["homolog_region"] = args.homolog_region
+    return preset(args.model, steps=args.ttt_steps, seed=args.seed, **extra)

@@ -15,6 +15,7 @@ MASK_COUNTS = ("exact", "bernoulli")
 REPLACE_VOCABS = ("alphabet", "amino_acids")
 CROPS = ("tokens", "residues")
 LORA_INITS = ("gaussian", "kaiming")
+HOMOLOG_REGIONS = ("full", "aligned")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,11 @@ class TTTConfig:
         (``lora_diffusion`` with ``r=8, scale=32``: the branch scaled by 32, so peft's alpha is
         32 x 8 = 256; down-projection Gaussian with std 1/r, up-projection zero, i.e. peft's
         ``"gaussian"``); ``"kaiming"`` is peft's default initialisation.
+    homolog_target_share, homolog_region : with homologs (``customize(..., homologs=...)``), the
+        chance that a copy is the target rather than a homolog (0.5, tttlab's choice: the
+        published MSA mode draws uniformly over the MSA's rows, the target being one of them), and
+        which part of each homolog is used: ``"full"`` (its whole sequence, gaps removed) or
+        ``"aligned"`` (its residues in the target's alignment columns; gaps and insertions dropped).
     eval_every : compute pseudo-perplexity every N steps (and at step 0 and at the end); 0 = never.
     keep_best : after training, load the step with the lowest pseudo-perplexity (needs eval_every).
     amp : bf16 autocast on CUDA (ignored on CPU, which always runs fp32).
@@ -74,6 +80,8 @@ class TTTConfig:
     lora_rank: int = 8
     lora_alpha: float = 256.0
     lora_init: str = "gaussian"
+    homolog_target_share: float = 0.5
+    homolog_region: str = "full"
     eval_every: int = 0
     keep_best: bool = False
     amp: bool = True
@@ -84,7 +92,7 @@ class TTTConfig:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         for name, allowed in (("trainable", TRAINABLE), ("mask_count", MASK_COUNTS),
                               ("replace_vocab", REPLACE_VOCABS), ("crop", CROPS),
-                              ("lora_init", LORA_INITS)):
+                              ("lora_init", LORA_INITS), ("homolog_region", HOMOLOG_REGIONS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("batch_size", "grad_accum_steps", "lora_rank"):
@@ -92,6 +100,9 @@ class TTTConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.crop_size < 3:
             raise ValueError(f"crop_size must be >= 3 tokens, got {self.crop_size}")
+        if not 0 <= self.homolog_target_share <= 1:
+            raise ValueError("homolog_target_share must be in [0, 1], got "
+                             f"{self.homolog_target_share}")
         if self.steps < 0 or self.eval_every < 0:
             raise ValueError("steps and eval_every must be >= 0")
         if not 0 < self.mask_ratio <= 1 or self.bert_replace + self.bert_keep > 1:

@@ -106,3 +106,20 @@ def exact_count_mask(tokens: torch.Tensor, alphabet, generator: torch.Generator,
     to_replace = selected & ~to_mask & (action < 1 - keep_ratio)
     corrupted = torch.where(to_replace, random_tok, tokens.masked_fill(to_mask, alphabet.mask_idx))
     return corrupted, selected
+
+
+def crop_copies(tokens: torch.Tensor, n: int, crop: int, generator, device,
+            mode: str = "tokens") -> torch.Tensor:
+    """``n`` copies of the 1-D token row (BOS + residues + EOS), each cropped at random when the
+    row is longer than ``crop`` tokens: ``mode="tokens"`` takes a raw ``crop``-token window of
+    the row (ProteinTTT; a window may lack BOS and/or EOS), ``"residues"`` keeps BOS and EOS
+    around a random window of ``crop - 2`` residues."""
+    if tokens.numel() <= crop:
+        return tokens.expand(n, -1).clone()
+    body, width = (tokens, crop) if mode == "tokens" else (tokens[1:-1], crop - 2)
+    starts = torch.randint(body.numel() - width + 1, (n,), generator=generator,
+                           device=generator.device).to(device)
+    rows = body[starts[:, None] + torch.arange(width, device=device)[None]]
+    if mode == "tokens":
+        return rows
+    return torch.cat([tokens[:1].expand(n, 1), rows, tokens[-1:].expand(n, 1)], dim=1)

@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from tttlab.engine.config import TTTConfig, preset_for
-from tttlab.engine.masking import bert_mask, exact_count_mask
+from tttlab.common.homolog_set import HomologSet
+from tttlab.engine.homologs import HomologSampler
+from tttlab.engine.masking import bert_mask, crop_copies, exact_count_mask
 from tttlab.engine.scoring import (_final_hidden, autocast_for, check_sequence, encode,
                                    model_device, pseudo_perplexity)
 
@@ -33,6 +35,8 @@ class TTTResult:
     history: list[dict] = field(default_factory=list)
     best_step: int | None = None
     seconds: float = 0.0
+    n_homologs: int = 0  #: homologs the copies were drawn from besides the target
+    homolog_source: str | None = None
 
     def table(self):
         """The history as a pandas DataFrame (step, loss, pseudo_perplexity, seconds, ...)."""
@@ -111,23 +115,6 @@ def trainable_parameters(model, cfg: TTTConfig) -> list[torch.nn.Parameter]:
 
 
 # ---------------------------------------------------------------------------- the loop
-def _copies(tokens: torch.Tensor, n: int, crop: int, generator, device,
-            mode: str = "tokens") -> torch.Tensor:
-    """``n`` copies of the 1-D token row (BOS + residues + EOS), each cropped at random when the
-    row is longer than ``crop`` tokens: ``mode="tokens"`` takes a raw ``crop``-token window of
-    the row (ProteinTTT; a window may lack BOS and/or EOS), ``"residues"`` keeps BOS and EOS
-    around a random window of ``crop - 2`` residues."""
-    if tokens.numel() <= crop:
-        return tokens.expand(n, -1).clone()
-    body, width = (tokens, crop) if mode == "tokens" else (tokens[1:-1], crop - 2)
-    starts = torch.randint(body.numel() - width + 1, (n,), generator=generator,
-                           device=generator.device).to(device)
-    rows = body[starts[:, None] + torch.arange(width, device=device)[None]]
-    if mode == "tokens":
-        return rows
-    return torch.cat([tokens[:1].expand(n, 1), rows, tokens[-1:].expand(n, 1)], dim=1)
-
-
 def corrupt(batch: torch.Tensor, alphabet, cfg: TTTConfig, generator):
     """The masked copies of ``batch`` and their selection, by ``cfg.mask_count``'s rule."""
     if cfg.mask_count == "exact":
@@ -137,8 +124,10 @@ def corrupt(batch: torch.Tensor, alphabet, cfg: TTTConfig, generator):
                      cfg.bert_keep, cfg.replace_vocab)
 
 
-def _loss(model, tokens, corrupted, selected, cfg):
-    hidden = _final_hidden(model, corrupted, padded=False)  # copies of one protein: no padding
+def _loss(model, tokens, corrupted, selected, cfg, padded: bool = False):
+    """A micro-batch's loss. ``padded`` (homolog batches of different lengths): padding is not
+    attended to and not scored."""
+    hidden = _final_hidden(model, corrupted, padded=padded)  # copies of one protein: no padding
     if cfg.loss == "masked_tokens":  # mean over each copy's selected positions, then over copies
         ce = F.cross_entropy(model.lm_head(hidden[selected]).float(), tokens[selected],
                              reduction="none")  # the LM head on the selected rows only
@@ -146,6 +135,9 @@ def _loss(model, tokens, corrupted, selected, cfg):
         per_copy = torch.zeros(len(tokens), device=ce.device).index_add_(0, copy, ce)
         return (per_copy / selected.sum(1)).mean()  # both masking rules select >= 1 a row
     logits = model.lm_head(hidden).float()
+    if padded:
+        return F.cross_entropy(logits.flatten(0, 1), tokens.flatten(),
+                               ignore_index=model.alphabet.padding_idx)
     return F.cross_entropy(logits.flatten(0, 1), tokens.flatten())  # every token, BOS/EOS too
 
 
@@ -210,7 +202,7 @@ def _rows_per_pass(model, cfg: TTTConfig, length: int, device) -> int:
 
 
 def customize(model, sequence: str, cfg: TTTConfig | None = None, progress: bool = True,
-              callback=None, **overrides) -> TTTResult:
+              callback=None, homologs=None, **overrides) -> TTTResult:
     """Fine-tune ``model`` in place on ``sequence`` (test-time training).
 
     Parameters
@@ -222,6 +214,10 @@ def customize(model, sequence: str, cfg: TTTConfig | None = None, progress: bool
     progress : show a ``tqdm.auto`` bar.
     callback : ``f(step, model) -> dict | None`` called after step 0 and every optimiser step;
         returned items are added to that step's history (e.g. a downstream metric).
+    homologs : ``None`` (the published single-sequence TTT), a list of sequences or a
+        ``HomologSet``: each masked copy is then the target or a homolog (``engine.homologs``,
+        ``cfg.homolog_target_share``). An MSA file or ``"auto"`` (a local search) is turned into a
+        ``HomologSet`` by ``tttlab.homologs``; ``tttlab.customize`` accepts them directly.
 
     Returns
     -------
@@ -240,10 +236,16 @@ def customize(model, sequence: str, cfg: TTTConfig | None = None, progress: bool
     device = model_device(model)
     tokens = encode(model.alphabet, sequence, device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    homologs = None if homologs is None else HomologSet.of(homologs)
+    if homologs is not None and not len(homologs):
+        raise ValueError("no homologs to adapt on (an empty set); pass homologs=None for "
+                         "single-sequence TTT")
+    sampler = None if homologs is None else HomologSampler(model.alphabet, tokens, homologs, cfg)
     saved = _training_state(model)  # put back on exit, even on error
     params = _select_trainable(model, cfg)
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    result = TTTResult(sequence, cfg)
+    result = TTTResult(sequence, cfg, n_homologs=len(homologs) if homologs else 0,
+                       homolog_source=homologs.source if homologs else None)
     best = (float("inf"), None)
     start = time.perf_counter()
 
@@ -272,7 +274,7 @@ def customize(model, sequence: str, cfg: TTTConfig | None = None, progress: bool
         record(0, None)
         for step in tqdm(range(1, cfg.steps + 1), disable=not progress, desc="TTT",
                          leave=False):
-            losses = _micro_batch_losses(model, tokens, cfg, rows, generator)
+            losses = _micro_batch_losses(model, tokens, cfg, rows, generator, sampler)
             total = accumulate_gradients(params, losses, workers, pool)
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -315,39 +317,43 @@ def _select_trainable(model, cfg: TTTConfig) -> list[torch.nn.Parameter]:
     return params
 
 
-def _micro_batch_loss(model, cfg, batch, corrupted, selected, weight):
+def _micro_batch_loss(model, cfg, batch, corrupted, selected, weight, padded=False):
     with autocast_for(model_device(model), cfg.amp):
-        return _loss(model, batch, corrupted, selected, cfg) * weight
+        return _loss(model, batch, corrupted, selected, cfg, padded) * weight
 
 
-def _micro_batch_losses(model, tokens, cfg: TTTConfig, rows: int, generator) -> list:
+def _micro_batch_losses(model, tokens, cfg: TTTConfig, rows: int, generator,
+                        sampler: HomologSampler | None = None) -> list:
     """One optimiser step's micro-batches as loss functions (``accumulate_gradients``): crops and
     masks drawn here, in order, so the draws are the same whatever the threading.
 
     ProteinTTT calls backward() on each micro-batch's mean loss without scaling, so a step's
     gradient is the SUM over its grad_accum_steps micro-batches (proteinttt/base.py); the weight
-    n / batch_size keeps that when one pass holds n rows."""
+    n / batch_size keeps that when one pass holds n rows. With a ``sampler`` the rows are the
+    target and its homologs (``engine.homologs``)."""
     device = tokens.device
     per_step = cfg.batch_size * cfg.grad_accum_steps
     losses = []
     for first in range(0, per_step, rows):
         n = min(rows, per_step - first)
-        batch = _copies(tokens, n, cfg.crop_size, generator, device, cfg.crop)
+        batch = (crop_copies(tokens, n, cfg.crop_size, generator, device, cfg.crop)
+                 if sampler is None else sampler.batch(n, generator))
         corrupted, selected = corrupt(batch, model.alphabet, cfg, generator)
         losses.append(partial(_micro_batch_loss, model, cfg, batch, corrupted, selected,
-                              n / cfg.batch_size))
+                              n / cfg.batch_size, sampler is not None))
     return losses
 
 
 @contextmanager
 def customized(model, sequence: str, cfg: TTTConfig | None = None, progress: bool = True,
-               callback=None, **overrides):
+               callback=None, homologs=None, **overrides):
     """``with customized(model, seq, cfg) as result:`` -- the model is customised to ``seq``
     inside the block and restored bit for bit on exit, even when the block raises."""
     state = snapshot(model)
     modes = {m: m.training for m in model.modules()}
     try:
-        yield customize(model, sequence, cfg, progress=progress, callback=callback, **overrides)
+        yield customize(model, sequence, cfg, progress=progress, callback=callback,
+                        homologs=homologs, **overrides)
     finally:
         reset_lora(model)
         restore(model, state)

@@ -91,6 +91,8 @@ class FitnessRun:
     n_dropped: int
     ttt_steps: int
     seconds: float
+    n_homologs: int = 0  #: homologs TTT drew copies from besides the wild type
+    homolog_source: str | None = None
 
     def summary(self, n_boot: int = 1000, seed: int = 0) -> dict:
         """JSON-ready metrics: Spearman with paired bootstrap 95 % intervals (``n_boot``
@@ -102,6 +104,7 @@ class FitnessRun:
         out = {"assay": self.assay, "method": self.method, "n_variants": len(v),
                "n_variants_total": self.n_total, "n_dropped": self.n_dropped,
                "wt_length": len(self.wild_type), "ttt_steps": self.ttt_steps,
+               "n_homologs": self.n_homologs, "homolog_source": self.homolog_source,
                "spearman_before": spearman(y, before), "spearman_after": spearman(y, after),
                "spearman_before_ci": boot["ci"][0], "spearman_after_ci": boot["ci"][1]}
         out["delta_spearman"] = out["spearman_after"] - out["spearman_before"]
@@ -138,13 +141,16 @@ def _variant_scores(model, assay: DMSAssay, method: str, marginals, progress: bo
 
 
 def score_assays(model, assays, cfg=None, method: str = "masked_marginals",
-                 progress: bool = True) -> list[FitnessRun]:
+                 progress: bool = True, homologs=None) -> list[FitnessRun]:
     """Score loaded assays before and after TTT (``tttlab.ttt.customized``: the model is restored
-    on exit). Assays sharing a wild type (e.g. GB1 singles and doubles) share one TTT run."""
+    on exit). Assays sharing a wild type (e.g. GB1 singles and doubles) share one TTT run.
+    ``homologs``: ``None`` (single-sequence TTT), an MSA file, ``"auto"`` or sequences, resolved
+    for each wild type by ``data.homologs.homologs``."""
     from tqdm.auto import tqdm
 
     from tttlab.engine.config import preset_for
     from tttlab.engine.scoring import METHODS, masked_marginals, pseudo_perplexity
+    from tttlab.data.homologs import homologs as homologs_of
     from tttlab.engine.ttt import customized
 
     if method not in METHODS:
@@ -163,8 +169,9 @@ def score_assays(model, assays, cfg=None, method: str = "masked_marginals",
         before = [_variant_scores(model, a, method, mm_before, progress) for a in group]
         history = pd.DataFrame([{"step": 0}])
         mm_after, after = mm_before, before
+        family = None if homologs is None else homologs_of(wt, homologs, cfg.homolog_region)
         if cfg.steps:
-            with customized(model, wt, cfg, progress=progress) as result:
+            with customized(model, wt, cfg, progress=progress, homologs=family) as result:
                 mm_after = masked_marginals(model, wt)
                 after = [_variant_scores(model, a, method, mm_after, progress) for a in group]
             history = result.table()
@@ -176,12 +183,14 @@ def score_assays(model, assays, cfg=None, method: str = "masked_marginals",
                 a.name, wt, method, variants, mm_before, mm_after, history,
                 pseudo_perplexity(model, wt, marginals=mm_before),
                 pseudo_perplexity(model, wt, marginals=mm_after), a.n_total, len(a.dropped),
-                cfg.steps, seconds)
+                cfg.steps, seconds, len(family) if family is not None else 0,
+                family.source if family is not None else None)
     return runs
 
 
 def evaluate_assay(model, dms_path, wt_fasta=None, cfg=None, method: str = "masked_marginals",
-                   max_variants: int | None = None, seed: int = 0, progress: bool = True) -> dict:
+                   max_variants: int | None = None, seed: int = 0, progress: bool = True,
+                   homologs=None) -> dict:
     """Zero-shot fitness prediction on one DMS assay before and after TTT, as a JSON-ready dict.
 
     Parameters
@@ -193,6 +202,8 @@ def evaluate_assay(model, dms_path, wt_fasta=None, cfg=None, method: str = "mask
     method : ``masked_marginals`` | ``wt_marginals`` | ``pseudo_likelihood`` (L forward passes
         per variant: use ``max_variants``).
     max_variants, seed : fixed-seed subsample of the variants; ``seed`` also seeds the bootstrap.
+    homologs : ``None``, an MSA file, ``"auto"`` or sequences: homolog-aware TTT
+        (``score_assays``); the result then reports ``n_homologs`` and ``homolog_source``.
 
     Returns
     -------
@@ -202,7 +213,8 @@ def evaluate_assay(model, dms_path, wt_fasta=None, cfg=None, method: str = "mask
     ``_after``, ``per_order`` ({"1": {...}, "2": {...}}), ``seconds`` and run details.
     """
     assay = dms_path if isinstance(dms_path, DMSAssay) else load_dms(dms_path, wt_fasta)
-    run = score_assays(model, [assay.subsample(max_variants, seed)], cfg, method, progress)[0]
+    run = score_assays(model, [assay.subsample(max_variants, seed)], cfg, method, progress,
+                       homologs)[0]
     return {**run.summary(seed=seed), "max_variants": max_variants, "seed": seed}
 
 
