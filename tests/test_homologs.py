@@ -129,8 +129,10 @@ def test_homolog_batches_mix_target_and_weighted_homologs(tiny, monkeypatch):
     assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])
     with pytest.raises(TypeError, match="tttlab.homologs"):
         ttt.customize(model, UBQ[:40], progress=False, steps=1, homologs="auto")
-    with pytest.raises(ValueError, match="empty"):
-        ttt.customize(model, UBQ[:40], progress=False, steps=1, homologs=[])
+    with pytest.warns(UserWarning, match="no usable homologs"):
+        r = ttt.customize(model, UBQ[:40], progress=False, steps=1, homologs=[])
+    ttt.restore(model, start)
+    assert r.n_homologs == 0
 
 
 def test_top_level_customize_takes_an_msa_file(tiny):

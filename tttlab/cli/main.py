@@ -22,10 +22,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"tttlab: warning: {message}\n"
+
+
 def main(argv=None) -> int:
-    """Entry point of the ``tttlab`` console script."""
+    """Entry point of the ``tttlab`` console script (warnings print as one line each)."""
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return int(args.func(args) or 0)
     except (CLIError, ValueError, FileNotFoundError, KeyError) as err:
@@ -35,4 +42,5 @@ def main(argv=None) -> int:
     except RuntimeError as err:  # e.g. an offline download
         print(f"tttlab: error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 1
-
+    finally:
+        warnings.formatwarning = previous

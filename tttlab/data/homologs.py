@@ -109,8 +109,7 @@ def from_alignment(target: str, alignment: Alignment, region: str = "full") -> H
         seqs = [_clean(alignment.sequences[i]) if region == "full"
                 else _clean(rows[i]).replace("-", "") for i in keep]
         weights = redundancy_weights([rows[i] for i in keep])
-        return _homolog_set(seqs, weights, f"{Path(alignment.source).name} ({alignment.format}, "
-                                           "no target row)")
+        return _homolog_set(seqs, weights, _describe(alignment) + ", no target row")
     cols = _target_columns(alignment, query, offset, len(target))
     rows = ["".join(r[c] for c in cols) for r in (_clean(a) for a in alignment.aligned)]
     onehot = _onehot(rows)
@@ -120,8 +119,13 @@ def from_alignment(target: str, alignment: Alignment, region: str = "full") -> H
             and identity[i] < NEAR_IDENTICAL]
     seqs = [_clean(alignment.sequences[i]) if region == "full" else rows[i].replace("-", "")
             for i in keep]
-    return _homolog_set(seqs, redundancy_weights([rows[i] for i in keep]),
-                        f"{Path(alignment.source).name} ({alignment.format})")
+    return _homolog_set(seqs, redundancy_weights([rows[i] for i in keep]), _describe(alignment))
+
+
+def _describe(alignment: Alignment) -> str:
+    if alignment.format == "jackhmmer":
+        return alignment.source
+    return f"{Path(alignment.source).name} ({alignment.format})"
 
 
 def _homolog_set(seqs, weights, source: str) -> HomologSet:
@@ -131,6 +135,7 @@ def _homolog_set(seqs, weights, source: str) -> HomologSet:
 
 # ---------------------------------------------------------------------------- local search
 _DATABASES: dict = {}
+_CACHE_VERSION = 2  # bump when what a cached search holds changes
 
 
 def _database(path: Path):
@@ -153,13 +158,27 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _query_columns(ali, length: int) -> str:
+    """A domain alignment as a row in the target's columns (``-`` where the hit has none; the
+    hit's insertions dropped)."""
+    row = ["-"] * length
+    q = ali.hmm_from - 1
+    for qc, tc in zip(ali.hmm_sequence, ali.target_sequence):
+        if qc in ".-":  # an insertion in the hit
+            continue
+        if q < length:
+            row[q] = tc.upper() if tc.isalpha() else "-"
+        q += 1
+    return "".join(row)
+
+
 def search(target: str, database=None, cache: bool = True, progress: bool = False,
            **settings) -> Alignment:
     """Homologs of ``target`` by pyhmmer's jackhmmer against ``database`` (default: the registry's
     Swiss-Prot file; a missing file says how to get it), on all cores, ``SEARCH`` defaults
     overridden by ``settings``. Returns an ``Alignment`` whose first row is the target and whose
-    other rows are the hits' best domains in the target's columns, ``sequences`` the hits' full
-    sequences. Cached per (target, database hash, settings) in the user cache."""
+    other rows are the hits' included domains (one row each) in the target's columns, ``sequences``
+    the hits' full sequences; ``source`` says how many hits and how long the search took. Cached per (target, database hash, settings) in the user cache."""
     from tttlab.data import registry
 
     target = check_sequence(target)
@@ -168,7 +187,7 @@ def search(target: str, database=None, cache: bool = True, progress: bool = Fals
     if not path.is_file():
         raise FileNotFoundError(f"homolog database not found: {path}")
     db_hash = registry.entry(DATABASE).sha256 if not database else _file_sha256(path)
-    key = hashlib.sha256(json.dumps([target, db_hash, opts], sort_keys=True)
+    key = hashlib.sha256(json.dumps([_CACHE_VERSION, target, db_hash, opts], sort_keys=True)
                          .encode()).hexdigest()[:24]
     cached = registry.cache_dir() / "homologs" / f"{key}.json"
     if cache and cached.is_file():
@@ -186,27 +205,20 @@ def search(target: str, database=None, cache: bool = True, progress: bool = Fals
         [query], block, max_iterations=opts["iterations"], E=opts["E"], incE=opts["incE"],
         cpus=0)))
     ids, aligned, seqs = ["target"], [target], [target]
-    by_name = None
+    by_name = {s.name: k for k, s in enumerate(block)}
     for hit in result.hits:
-        if not hit.included or len(ids) > opts["max_hits"]:
+        if not hit.included:
             continue
-        ali = hit.best_domain.alignment
-        row = ["-"] * len(target)
-        q = ali.hmm_from - 1
-        for qc, tc in zip(ali.hmm_sequence, ali.target_sequence):
-            if qc in ".-":  # an insertion in the hit
-                continue
-            if q < len(target):
-                row[q] = tc.upper() if tc.isalpha() else "-"
-            q += 1
-        if by_name is None:
-            by_name = {s.name: k for k, s in enumerate(block)}
         name = hit.name.decode() if isinstance(hit.name, bytes) else str(hit.name)
         full = block[by_name[hit.name]].textize().sequence
-        ids.append(name)
-        aligned.append("".join(row))
-        seqs.append(full)
-    source = (f"jackhmmer of {path.name}, {len(ids) - 1} hits, "
+        for d, domain in enumerate(hit.domains.included):  # e.g. protein G's B1, B2, B3
+            if len(ids) > opts["max_hits"]:
+                break
+            ids.append(name if d == 0 else f"{name}/{d + 1}")
+            aligned.append(_query_columns(domain.alignment, len(target)))
+            seqs.append(full)
+    source = (f"jackhmmer of {path.name}: {len({i.split('/')[0] for i in ids[1:]})} hits, "
+              f"{len(ids) - 1} domains, "
               f"{time.perf_counter() - start:.0f} s")
     if progress:
         print(source, flush=True)

@@ -238,14 +238,15 @@ def customize(model, sequence: str, cfg: TTTConfig | None = None, progress: bool
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     homologs = None if homologs is None else HomologSet.of(homologs)
     if homologs is not None and not len(homologs):
-        raise ValueError("no homologs to adapt on (an empty set); pass homologs=None for "
-                         "single-sequence TTT")
-    sampler = None if homologs is None else HomologSampler(model.alphabet, tokens, homologs, cfg)
+        import warnings
+
+        warnings.warn(f"no usable homologs ({homologs.source}): single-sequence TTT", stacklevel=2)
+    sampler = None if not homologs else HomologSampler(model.alphabet, tokens, homologs, cfg)
     saved = _training_state(model)  # put back on exit, even on error
     params = _select_trainable(model, cfg)
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     result = TTTResult(sequence, cfg, n_homologs=len(homologs) if homologs else 0,
-                       homolog_source=homologs.source if homologs else None)
+                       homolog_source=homologs.source if homologs is not None else None)
     best = (float("inf"), None)
     start = time.perf_counter()
 
