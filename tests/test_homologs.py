@@ -203,3 +203,13 @@ def test_cli_fitness_with_homologs_reports_them(fmt, assay, tmp_path):
     assert row["n_homologs"] > 10 and fmt in row["homolog_source"]
     assert row["n_homologs"] == len(from_alignment(wild_type(assay), read_msa(msa), "aligned"))
     assert np.isfinite(row["spearman_before"]) and np.isfinite(row["spearman_after"])
+
+
+def test_cli_contacts_with_homologs():
+    out = subprocess.run([sys.executable, "-m", "tttlab", "contacts", "--pdb",
+                          "SPG1_STRSG_Olson_2014_singles", "--homologs", str(path(FAMILIES["a2m"])),
+                          "--homolog-region", "aligned", "--ttt-steps", "1", "--json"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    assert row["n_homologs"] > 1000 and np.isfinite(row["precision_at_L_long_after"])

@@ -21,7 +21,8 @@ def _contacts_cli(args) -> int:
                          f"`tttlab structure fit-head --model {args.model}`")
     model, _ = load_model(args.model, device=args.device)
     for target in targets:
-        row = evaluate_structure(model, target, cfg=cfg, progress=not args.json)
+        row = evaluate_structure(model, target, cfg=cfg, progress=not args.json,
+                                 homologs=args.homologs)
         if args.json:
             print(json.dumps({k: (None if v != v else round(v, 4)) if isinstance(v, float) else v
                               for k, v in row.items()}), flush=True)
@@ -34,7 +35,7 @@ def _contacts_cli(args) -> int:
 
 def register_cli(subparsers) -> None:
     """``tttlab contacts --pdb FILE [--chain A] [--model M] [--ttt-steps N] [--json]``."""
-    from tttlab.cli.options import add_model_args
+    from tttlab.cli.options import add_homolog_args, add_model_args
 
     p = subparsers.add_parser("contacts", help="contact precision before and after TTT",
                               description="Top-L contact precision of one or more PDB chains "
@@ -43,6 +44,7 @@ def register_cli(subparsers) -> None:
                    help="PDB file(s), or DMS ids such as SPG1_STRSG_Olson_2014_singles")
     p.add_argument("--chain", default=None, help="chain id (default: first protein chain)")
     add_model_args(p)
+    add_homolog_args(p)
     p.set_defaults(func=_contacts_cli)
     _structure_parser(subparsers)
 

@@ -106,8 +106,12 @@ def top_contacts(pred: np.ndarray, true: np.ndarray | None = None, top: int | No
 
 
 # ---------------------------------------------------------------------------- before / after
-def contacts_before_after(model, target, cfg=None, progress: bool = True, backend: str = "esm2"):
-    """(predicted map before TTT, after TTT, ``TTTResult`` or None); the model is restored."""
+def contacts_before_after(model, target, cfg=None, progress: bool = True, backend: str = "esm2",
+                          homologs=None):
+    """(predicted map before TTT, after TTT, ``TTTResult`` or None); the model is restored.
+    ``homologs``: ``None``, an MSA file, ``"auto"`` or sequences (homolog-aware TTT)."""
+    from tttlab.data.homologs import homologs as homologs_of
+    from tttlab.engine.config import preset_for
     from tttlab.engine.ttt import customized
 
     target = load_target(target)
@@ -115,13 +119,15 @@ def contacts_before_after(model, target, cfg=None, progress: bool = True, backen
     before = predict_contacts(model, target.sequence, backend)
     if cfg is not None and cfg.steps == 0:
         return before, before, None
-    with customized(lm, target.sequence, cfg, progress=progress) as result:
+    family = None if homologs is None else homologs_of(
+        target.sequence, homologs, (cfg or preset_for(lm)).homolog_region)
+    with customized(lm, target.sequence, cfg, progress=progress, homologs=family) as result:
         after = predict_contacts(model, target.sequence, backend)
     return before, after, result
 
 
 def evaluate_structure(model, pdb_path, chain: str | None = None, cfg=None, progress: bool = True,
-                       backend: str = "esm2") -> dict:
+                       backend: str = "esm2", homologs=None) -> dict:
     """Contact precision of one structure before and after test-time training.
 
     Parameters
@@ -130,6 +136,8 @@ def evaluate_structure(model, pdb_path, chain: str | None = None, cfg=None, prog
     pdb_path : a PDB file, a DMS id from ``dms_structure_map.csv``, or a ``Target``.
     chain : chain id (default: the first protein chain).
     cfg : ``TTTConfig`` (default: ``preset_for(model)``); ``steps=0`` skips TTT.
+    homologs : ``None``, an MSA file, ``"auto"`` or sequences: homolog-aware TTT (the row then
+        reports ``n_homologs`` and ``homolog_source``).
 
     Returns
     -------
@@ -141,7 +149,7 @@ def evaluate_structure(model, pdb_path, chain: str | None = None, cfg=None, prog
     start = time.perf_counter()
     target = load_target(pdb_path, chain)
     true = target.contacts()
-    before, after, _ = contacts_before_after(model, target, cfg, progress, backend)
+    before, after, result = contacts_before_after(model, target, cfg, progress, backend, homologs)
     long_pairs = true[pair_indices(true, RANGES["long"][0])]
     row = {"id": target.id, "length": target.length, "source": target.source,
            "identity": round(target.identity, 3), "n_long_contacts": int(long_pairs.sum()),
@@ -151,6 +159,9 @@ def evaluate_structure(model, pdb_path, chain: str | None = None, cfg=None, prog
     for key, value in contact_precisions(after, true).items():
         row[key + "_after"] = value
     row["max_probability_change"] = float(np.abs(after - before).max())
+    if homologs is not None:
+        row["n_homologs"] = result.n_homologs if result is not None else 0
+        row["homolog_source"] = result.homolog_source if result is not None else None
     row["seconds"] = round(time.perf_counter() - start, 2)
     return row
 
