@@ -350,7 +350,8 @@ def test_cli_perplexity_json_on_fasta(tmp_path, capsys, monkeypatch, tiny):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["id"] for r in rows] == ["ubq", "short"]
     assert set(rows[0]) == {"id", "length", "pseudo_perplexity_before", "pseudo_perplexity_after",
-                            "seconds"}
+                            "n_homologs", "homolog_source", "seconds"}
+    assert (rows[0]["n_homologs"], rows[0]["homolog_source"]) == (0, None)  # single-sequence TTT
     assert rows[0]["length"] == 40
 
 

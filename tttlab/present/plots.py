@@ -128,6 +128,38 @@ def delta_spearman_plot(table, ax=None):
     return ax
 
 
+def homolog_comparison(table, axes=None):
+    """Two panels from ``fitness.compare_homolog_ttt``: Spearman per assay with no TTT, TTT on the
+    wild type and TTT on the wild type and its homologs; and the change from adding homologs
+    (with its paired 95 % interval) against the effective number of homologs (MSA depth)."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    long = table.melt(id_vars="assay", value_vars=["spearman_none", "spearman_single",
+                                                   "spearman_homolog"],
+                      var_name="TTT", value_name="Spearman")
+    long["TTT"] = long["TTT"].map({"spearman_none": "none", "spearman_single": "wild type",
+                                   "spearman_homolog": "wild type + homologs"})
+    long["assay"] = long["assay"].map(_short_label)
+    sns.barplot(long, x="assay", y="Spearman", hue="TTT", ax=axes[0])
+    axes[0].axhline(0, color="black", linewidth=0.8)
+    axes[0].set_title("zero-shot Spearman per assay", fontsize=10)
+    x, y = table["effective_homologs"], table["delta_homolog_vs_single"]
+    err = [(y - table["delta_homolog_vs_single_lo"]).clip(lower=0),
+           (table["delta_homolog_vs_single_hi"] - y).clip(lower=0)]
+    axes[1].errorbar(x, y, yerr=err, fmt="o", color="C2", ecolor="grey")
+    for xi, yi, name in zip(x, y, table["assay"]):
+        axes[1].annotate(_short_label(name), (xi, yi), xytext=(4, 3), textcoords="offset points",
+                         fontsize=7)
+    axes[1].axhline(0, color="black", linewidth=0.8)
+    axes[1].set_xscale("log")
+    axes[1].set(xlabel="effective homologs (sum of redundancy weights)",
+                ylabel="Spearman, homolog TTT - wild-type TTT")
+    axes[1].set_title("what the homologs add, against MSA depth", fontsize=10)
+    return axes
+
+
 # -------------------------------------------------------------------------- structure
 def contact_map(true, pred, top: int | None = None, min_sep: int = 6, ax=None,
                 title: str | None = None):

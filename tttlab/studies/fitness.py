@@ -244,6 +244,54 @@ def results_table(runs, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: the shared assays with a family alignment in the shared data (``families/``)
+FAMILY_MSAS = {"SPG1_STRSG_Olson_2014_singles": "families/SPG1_STRSG_proteingym.a2m.gz",
+               "BLAT_ECOLX_Stiffler_2015": "families/BLAT_ECOLX_colabfold.a3m.gz",
+               "DLG4_RAT_McLaughlin_2012": "families/PF00595_PDZ_ardca.fasta.gz",
+               "PABP_YEAST_Melamed_2013": "families/PF00076_RRM_pfam_seed.sto.gz"}
+
+
+def compare_homolog_ttt(model, sources: dict, cfg=None, method: str = "masked_marginals",
+                        max_variants: int | None = None, seed: int = 0, n_boot: int = 1000,
+                        progress: bool = True) -> pd.DataFrame:
+    """No TTT, single-sequence TTT and homolog TTT on each assay of ``sources`` ({assay id or
+    file: MSA file, ``"auto"`` or sequences}), same TTT settings and seed.
+
+    One row per assay: ``spearman_none``, ``spearman_single``, ``spearman_homolog``, the paired
+    95 % bootstrap intervals of ``delta_single`` (single - none) and ``delta_homolog_vs_single``
+    (homolog - single) on the same resamples of variants, ``n_homologs`` and
+    ``effective_homologs`` (the sum of the redundancy weights: the MSA depth TTT sees)."""
+    from tttlab.data.homologs import homologs as homologs_of
+    from tttlab.engine.config import preset_for
+
+    cfg = cfg or preset_for(model)
+    rows = []
+    for assay_id, source in sources.items():
+        assay = load_dms(assay_id).subsample(max_variants, seed)
+        family = homologs_of(assay.wild_type, source, cfg.homolog_region)
+        single = score_assays(model, [assay], cfg, method, progress)[0]
+        homolog = score_assays(model, [assay], cfg, method, progress, homologs=family)[0]
+        y = single.variants.DMS_score.to_numpy()
+        none, one, fam = (single.variants.score_before.to_numpy(),
+                          single.variants.score_after.to_numpy(),
+                          homolog.variants.score_after.to_numpy())
+        gain = bootstrap_spearman(y, none, one, n_boot=n_boot, seed=seed)["delta_ci"]
+        extra = bootstrap_spearman(y, one, fam, n_boot=n_boot, seed=seed)["delta_ci"]
+        rows.append({"assay": assay.name, "n_variants": len(y), "n_homologs": len(family),
+                     "effective_homologs": round(float(sum(family.weights)), 1),
+                     "homolog_source": family.source,
+                     "spearman_none": spearman(y, none), "spearman_single": spearman(y, one),
+                     "spearman_homolog": spearman(y, fam),
+                     "delta_single": spearman(y, one) - spearman(y, none),
+                     "delta_single_lo": gain[0], "delta_single_hi": gain[1],
+                     "delta_homolog_vs_single": spearman(y, fam) - spearman(y, one),
+                     "delta_homolog_vs_single_lo": extra[0],
+                     "delta_homolog_vs_single_hi": extra[1],
+                     "pseudo_perplexity_single": single.pseudo_perplexity_after,
+                     "pseudo_perplexity_homolog": homolog.pseudo_perplexity_after})
+    return pd.DataFrame(rows)
+
+
 def describe_gains(table: pd.DataFrame) -> str:
     """One sentence on a ``results_table``: on how many assays TTT raised / lowered Spearman (the
     paired 95 % interval of the change excludes 0) or made no detectable difference, and the
