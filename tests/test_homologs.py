@@ -213,3 +213,26 @@ def test_cli_contacts_with_homologs():
     assert out.returncode == 0, out.stderr[-2000:]
     row = json.loads(out.stdout.strip().splitlines()[-1])
     assert row["n_homologs"] > 1000 and np.isfinite(row["precision_at_L_long_after"])
+
+
+def test_function_protocol_takes_a_folder_of_msas(tiny, tmp_path):
+    """Per-protein MSAs come from a folder, by protein id; a protein without one gets
+    single-sequence TTT."""
+    import pandas as pd
+
+    from tttlab.studies import function
+
+    model, _ = tiny
+    folder = tmp_path / "msas"
+    folder.mkdir()
+    (folder / "GB1.a2m.gz").write_bytes(path(FAMILIES["a2m"]).read_bytes())
+    gb1 = wild_type(GB1)
+    train = pd.DataFrame({"id": [f"t{i}" for i in range(6)], "label": ["a", "b"] * 3,
+                          "sequence": [UBQ[i:i + 40] for i in range(6)]})
+    test = pd.DataFrame({"id": ["GB1", "UBQ"], "label": ["a", "b"], "sequence": [gb1, UBQ]})
+    cfg = tttlab.preset(steps=1, batch_size=2, grad_accum_steps=1, homolog_region="aligned")
+    result = function.run_protocol(model, train, test, cfg, cache=False, progress=False,
+                                   n_boot=10, homologs=folder)
+    counts = dict(zip(result.table["id"], result.table["n_homologs"]))
+    assert counts["GB1"] > 1000 and counts["UBQ"] == 0
+    assert result.summary()["n_homologs"] == counts["GB1"]

@@ -45,7 +45,8 @@ def _cli(args) -> int:
         cfg = replace(cfg, grad_accum_steps=args.grad_accum)
     model, _ = load_model(args.model, device=args.device)
     result = run_protocol(model, train, test, cfg, layer=args.layer, max_length=args.max_length,
-                          seed=args.seed, cache=not args.no_cache, progress=not args.json)
+                          seed=args.seed, cache=not args.no_cache, progress=not args.json,
+                          homologs=args.homologs)
     summary = result.summary()
     if args.json:
         print(json.dumps(summary))
@@ -63,7 +64,7 @@ def _cli(args) -> int:
 
 def register_cli(subparsers) -> None:
     """``tttlab function``: the head-before/after-TTT protocol on DeepLoc-style FASTA files."""
-    from tttlab.cli.options import add_model_args
+    from tttlab.cli.options import add_homolog_args, add_model_args
 
     p = subparsers.add_parser(
         "function", help="localisation head on embeddings before and after per-protein TTT",
@@ -85,4 +86,5 @@ def register_cli(subparsers) -> None:
                    "summed (default: the model's preset; tttlab-mini 4, ESM-2 35M 16)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
     add_model_args(p)
+    add_homolog_args(p, per_protein=True)
     p.set_defaults(func=_cli)

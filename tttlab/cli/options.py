@@ -37,11 +37,15 @@ def add_model_args(parser, ttt_steps_default: int = 30) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable JSON output")
 
 
-def add_homolog_args(parser) -> None:
-    """``--homologs`` and ``--homolog-region`` (homolog-aware TTT)."""
+def add_homolog_args(parser, per_protein: bool = False) -> None:
+    """``--homologs`` and ``--homolog-region`` (homolog-aware TTT); ``per_protein``: a command over
+    many proteins, whose MSA files come from a folder, one per protein."""
+    what = ("a folder of MSA files named after the proteins (ID.a3m, ID.a2m, ID.sto, ID.fasta, "
+            "gzipped or not)" if per_protein else
+            "an MSA file (A3M, A2M, aligned FASTA, Stockholm)")
     parser.add_argument("--homologs", default=None,
-                        help="TTT on the protein and its homologs: an MSA file (A3M, A2M, aligned "
-                             "FASTA, Stockholm) or 'auto' (jackhmmer of the Swiss-Prot file)")
+                        help=f"TTT on each protein and its homologs: {what}, or 'auto' "
+                             "(jackhmmer of the Swiss-Prot file)")
     parser.add_argument("--homolog-region", choices=("full", "aligned"), default=None,
                         help="whole homolog sequences (full) or their residues in the target's "
                              "columns (aligned); default: the preset's")

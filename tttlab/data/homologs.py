@@ -229,6 +229,35 @@ def search(target: str, database=None, cache: bool = True, progress: bool = Fals
     return Alignment(tuple(ids), tuple(aligned), tuple(seqs), "jackhmmer", source)
 
 
+def source_for(source, name: str):
+    """The homolog source of one protein ``name`` in a run over many: ``"auto"`` as is; a folder:
+    its MSA file named after the protein (``<name>.a3m``, ``.a2m``, ``.sto``, ``.fasta`` ...,
+    gzipped or not), or ``None`` (single-sequence TTT for that protein) when there is none; a
+    file or a list: the same for every protein."""
+    from tttlab.data.msa import _SUFFIXES
+
+    if source is None or (isinstance(source, str) and source == "auto"):
+        return source
+    folder = Path(source) if isinstance(source, (str, Path)) else None
+    if folder is None or not folder.is_dir():
+        return source
+    for suffix in _SUFFIXES:
+        for candidate in (folder / f"{name}{suffix}", folder / f"{name}{suffix}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def fingerprint(family: HomologSet | None) -> str | None:
+    """A short hash of a homolog set's sequences and weights (cache keys of runs that use it)."""
+    if family is None:
+        return None
+    digest = hashlib.sha256()
+    for seq, weight in zip(family.sequences, family.weights):
+        digest.update(f"{seq}:{weight:.6g};".encode())
+    return digest.hexdigest()[:16]
+
+
 def homologs(target: str, source, region: str = "full", **search_settings) -> HomologSet:
     """The ``HomologSet`` of ``target`` from ``source``: an MSA file (path), ``"auto"`` (``search``
     of the registry's Swiss-Prot file), a list of sequences, or a ``HomologSet`` (returned)."""

@@ -51,10 +51,23 @@ def ppl_key(fingerprint: str, crop: str, n_positions: int, seed: int) -> str:
 
 
 def ttt_key(fingerprint: str, seq: str, crop: str, layer: int, pool, cfg, ppl_positions: int,
-            seed: int) -> str:
-    """Cache key of an embedding after TTT (``embed_after_ttt``)."""
+            seed: int, homologs: str | None = None) -> str:
+    """Cache key of an embedding after TTT (``embed_after_ttt``); ``homologs`` is the homolog
+    set's ``data.homologs.fingerprint`` (left out of the key when None, so single-sequence keys
+    stay what they were)."""
+    extra = {} if homologs is None else {"homologs": homologs}
     return cache_key(kind="ttt", model=fingerprint, seq=seq, crop=crop, layer=layer, pool=pool,
-                     ttt=asdict(cfg), ppl_positions=ppl_positions, ppl_seed=seed)
+                     ttt=_ttt_fields(cfg), ppl_positions=ppl_positions, ppl_seed=seed, **extra)
+
+
+#: TTTConfig fields added after caches were written, with the defaults those caches had: left out
+#: of a key while they hold that value, so existing entries stay valid
+_NEW_FIELDS = {"mask_count": "bernoulli", "replace_vocab": "amino_acids", "crop": "residues",
+               "lora_init": "kaiming", "homolog_target_share": 0.5, "homolog_region": "full"}
+
+
+def _ttt_fields(cfg) -> dict:
+    return {k: v for k, v in asdict(cfg).items() if not (k in _NEW_FIELDS and v == _NEW_FIELDS[k])}
 
 
 def _path(key: str, cache) -> Path:
@@ -231,13 +244,15 @@ def pseudo_perplexities(model, seqs, n_positions: int = 64, seed: int = 0,
 
 def embed_after_ttt(model, seqs, cfg=None, layer: int = -1, pool: str | None = "mean",
                     max_length: int = MAX_RESIDUES, ppl_positions: int = 64, seed: int = 0,
-                    cache=True, progress: bool = True):
+                    cache=True, progress: bool = True, homologs=None, names=None):
     """Embeddings after customising ``model`` to each protein in turn (restored after each).
 
     TTT trains on the whole (cleaned) sequence with ``cfg`` (default ``preset_for(model)``):
     proteins longer than ``cfg.crop_size`` tokens get a random ``crop_size`` window per masked copy.
     The embedding is then taken as in ``embed`` (first ``max_length`` residues). The key adds the
-    TTT config.
+    TTT config. ``homologs``: homolog-aware TTT for each protein: ``"auto"``, a folder of MSA files
+    named after ``names`` (``data.homologs.source_for``), or one file for all; the key then adds
+    the homolog set.
 
     Returns
     -------
@@ -247,19 +262,24 @@ def embed_after_ttt(model, seqs, cfg=None, layer: int = -1, pool: str | None = "
     """
     from tqdm.auto import tqdm
 
+    from tttlab.data import homologs as family_data
     from tttlab.engine.config import preset_for
     from tttlab.engine.ttt import customized
 
     cfg = cfg or preset_for(model)
     layer = model.num_layers if layer == -1 else layer
     fingerprint = model_fingerprint(model)
+    seqs = list(seqs)
+    names = list(names) if names is not None else [f"seq{i + 1}" for i in range(len(seqs))]
     embeddings, rows = [], []
-    for seq in tqdm(seqs, disable=not progress, desc="TTT per protein"):
+    for seq, name in tqdm(list(zip(seqs, names)), disable=not progress, desc="TTT per protein"):
         seq = clean_sequence(seq)
         crop = seq[: min(max_length, max_residues(model))]
+        source = family_data.source_for(homologs, name)
+        family = None if source is None else family_data.homologs(seq, source, cfg.homolog_region)
 
-        def compute(seq=seq, crop=crop):
-            with customized(model, seq, cfg, progress=False) as result:
+        def compute(seq=seq, crop=crop, family=family):
+            with customized(model, seq, cfg, progress=False, homologs=family) as result:
                 rep = representations(model, [crop], layer=layer, pool=pool)[0]
                 ppl = sampled_pseudo_perplexity(model, crop, ppl_positions, seed, max_length)
             losses = [h["loss"] for h in result.history if h["loss"] is not None]
@@ -268,10 +288,12 @@ def embed_after_ttt(model, seqs, cfg=None, layer: int = -1, pool: str | None = "
                     "loss_last": np.array(losses[-1] if losses else np.nan),
                     "ttt_seconds": np.array(result.seconds)}
 
-        key = ttt_key(fingerprint, seq, crop, layer, pool, cfg, ppl_positions, seed)
+        key = ttt_key(fingerprint, seq, crop, layer, pool, cfg, ppl_positions, seed,
+                      family_data.fingerprint(family))
         saved = _cached(key, compute, cache)
         embeddings.append(saved["x"])
-        rows.append({k: float(v) for k, v in saved.items() if k != "x"})
+        rows.append({**{k: float(v) for k, v in saved.items() if k != "x"},
+                     "n_homologs": len(family) if family is not None else 0})
     out = np.stack(embeddings) if pool == "mean" else embeddings
     return out, pd.DataFrame(rows, columns=["ppl_after", "loss_first", "loss_last",
-                                            "ttt_seconds"])
+                                            "ttt_seconds", "n_homologs"])

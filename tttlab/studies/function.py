@@ -206,6 +206,8 @@ class FunctionResult:
                    broken=int((right_before & ~right_after).sum()))
         rho = spearman(t["delta_p_true"], t["ppl_before"])
         out["spearman_delta_p_true_vs_ppl_before"] = None if np.isnan(rho) else round(rho, 4)
+        if "n_homologs" in t:
+            out["n_homologs"] = int(t["n_homologs"].sum())  # over the test proteins
         out["seconds"] = round(self.seconds, 1)
         return out
 
@@ -229,14 +231,17 @@ def check_sets(train: pd.DataFrame, test: pd.DataFrame) -> None:
 
 def run_protocol(model, train: pd.DataFrame, test: pd.DataFrame, cfg=None, layer: int = -1,
                  max_length: int = MAX_RESIDUES, ppl_positions: int = 64, n_boot: int = 1000,
-                 seed: int = 0, cache=True, progress: bool = True) -> FunctionResult:
+                 seed: int = 0, cache=True, progress: bool = True,
+                 homologs=None) -> FunctionResult:
     """Train the head once on base embeddings of ``train``; score ``test`` with base embeddings
     and with embeddings after TTT on each test protein (same head, same crop).
 
     ``train``/``test`` are tables with ``id``, ``label``, ``sequence`` (``read_deeploc``,
     ``read_tps``). The per-protein table holds predictions, the probability of the true class
     before/after (``p_true_*``, 0 when the head never saw that class), its change ``delta_p_true``
-    and the sampled pseudo-perplexity before and after TTT.
+    and the sampled pseudo-perplexity before and after TTT. ``homologs``: homolog-aware TTT on each
+    test protein: ``"auto"`` or a folder of MSA files named after the proteins' ids
+    (``n_homologs`` per protein in the table).
     """
     check_sets(train, test)
     start = time.perf_counter()
@@ -248,7 +253,7 @@ def run_protocol(model, train: pd.DataFrame, test: pd.DataFrame, cfg=None, layer
     ppl = pseudo_perplexities(model, test["sequence"], ppl_positions, seed, max_length, cache,
                               progress)
     after, info = embed_after_ttt(model, test["sequence"], cfg, layer, "mean", max_length,
-                                  ppl_positions, seed, cache, progress)
+                                  ppl_positions, seed, cache, progress, homologs, test["id"])
     classes = list(head.classes_)
     column = [classes.index(y) if y in classes else -1 for y in test["label"]]
     table = test[["id", "label"]].reset_index(drop=True).copy()
