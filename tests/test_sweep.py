@@ -226,3 +226,23 @@ def test_each_sweep_command_saves_its_own_figure(tmp_path, monkeypatch):
                                                      method="masked_marginals", **args)) == 0
     assert saved == [("before_after", "contacts_before_after"),
                      ("delta_spearman_plot", "delta_spearman_vs_perplexity")]
+
+
+def test_sweep_fitness_with_a_folder_of_msas(small_dms_dir, tiny_checkpoint, tmp_path):
+    """An assay with an MSA file of its name in the homologs folder gets homolog TTT; the others
+    single-sequence TTT; the homologs enter the settings, so the plain sweep is not reused."""
+    msas = tmp_path / "msas"
+    msas.mkdir()
+    from tttlab.data import path
+
+    (msas / "SPG1_STRSG_Olson_2014.a2m.gz").write_bytes(
+        path("families/SPG1_STRSG_proteingym.a2m.gz").read_bytes())
+    out = tmp_path / "fitness_homologs"
+    table = sweep.sweep_fitness(small_dms_dir, out, model=tiny_checkpoint, ttt_steps=1,
+                                workers=1, progress=False, homologs=msas,
+                                homolog_region="aligned",
+                                only=["SPG1_STRSG_Olson_2014", "BLAT_ECOLX_Stiffler_2015"])
+    rows = table.set_index("task_id")
+    assert (rows["status"] == "ok").all()
+    assert rows.loc["SPG1_STRSG_Olson_2014", "n_homologs"] > 1000
+    assert rows.loc["BLAT_ECOLX_Stiffler_2015", "n_homologs"] == 0

@@ -11,10 +11,11 @@ from tttlab.studies.sweep import SUMMARY_NAME, sweep_contacts, sweep_fitness
 
 # --------------------------------------------------------------------------------- CLI
 def _add_sweep_args(p) -> None:
-    from tttlab.cli.options import add_model_args
+    from tttlab.cli.options import add_homolog_args, add_model_args
 
     p.add_argument("--out", required=True, help="output folder (one JSON per task, summary.csv)")
     add_model_args(p)
+    add_homolog_args(p, per_protein=True)
     p.add_argument("--only", nargs="+", default=None, metavar="ID",
                    help="run only these inputs (file names without suffix)")
     p.add_argument("--limit", type=int, default=None, help="only the first N inputs by name")
@@ -60,7 +61,8 @@ def _sweep(args, run, inputs, extra: dict, helper: str, figure: str) -> int:
     table = run(inputs, args.out, model=args.model, ttt_steps=args.ttt_steps, seed=args.seed,
                 device=args.device, only=args.only, limit=args.limit, scheduler=args.scheduler,
                 workers=args.workers, gpu=args.gpu, retry_failed=args.retry_failed,
-                progress=args.progress and not args.json, **extra)
+                progress=args.progress and not args.json, homologs=args.homologs,
+                homolog_region=args.homolog_region, **extra)
     if not args.no_plot:
         save_sweep_plot(table, args.out, helper, figure)
     return _report(table, args.out, args.json)

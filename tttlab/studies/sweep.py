@@ -378,22 +378,30 @@ def summarize(out, ids=None, columns=scalar_columns) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------- task functions
 def fitness_task(dms_path: str, model: str, device=None, cfg=None, method="masked_marginals",
-                 max_variants=None, seed=0) -> dict:
-    """One fitness sweep task: ``tttlab.fitness.evaluate_assay`` with the worker's cached model."""
+                 max_variants=None, seed=0, homologs=None) -> dict:
+    """One fitness sweep task: ``tttlab.fitness.evaluate_assay`` with the worker's cached model;
+    ``homologs``: ``"auto"`` or a folder of MSA files named after the assays
+    (``data.homologs.source_for``)."""
+    from tttlab.data.homologs import source_for
     from tttlab.studies.fitness import evaluate_assay
 
     stem = _strip_suffix(Path(dms_path).name, DMS_SUFFIXES)
     wt_fasta = Path(dms_path).with_name(f"{stem}.wt.fasta")
     return evaluate_assay(worker_model(model, device), dms_path, wt_fasta=str(wt_fasta), cfg=cfg,
-                          method=method, max_variants=max_variants, seed=seed, progress=False)
+                          method=method, max_variants=max_variants, seed=seed, progress=False,
+                          homologs=source_for(homologs, stem))
 
 
-def contacts_task(pdb_path: str, model: str, device=None, cfg=None, chain=None) -> dict:
-    """One contacts sweep task: ``tttlab.structure.evaluate_structure`` with the cached model."""
+def contacts_task(pdb_path: str, model: str, device=None, cfg=None, chain=None,
+                  homologs=None) -> dict:
+    """One contacts sweep task: ``tttlab.structure.evaluate_structure`` with the cached model;
+    ``homologs`` as in ``fitness_task``, by the structure file's stem."""
+    from tttlab.data.homologs import source_for
     from tttlab.studies.structure import evaluate_structure
 
     return evaluate_structure(worker_model(model, device), pdb_path, chain=chain, cfg=cfg,
-                              progress=False)
+                              progress=False,
+                              homologs=source_for(homologs, Path(pdb_path).name.split(".")[0]))
 
 
 def _select(tasks, only, limit):
@@ -408,30 +416,43 @@ def _select(tasks, only, limit):
     return tasks[:limit]
 
 
-def _settings(model, ttt_steps, seed, **extra) -> dict:
-    return {"model": str(model), "ttt_steps": int(ttt_steps), "seed": int(seed), **extra}
+def _settings(model, ttt_steps, seed, homologs=None, homolog_region=None, **extra) -> dict:
+    """A sweep's settings (a changed setting reruns its tasks); the homolog ones only when used,
+    so earlier single-sequence sweeps resume."""
+    out = {"model": str(model), "ttt_steps": int(ttt_steps), "seed": int(seed), **extra}
+    if homologs is not None:
+        out.update(homologs=str(homologs), homolog_region=homolog_region)
+    return out
+
+
+def _sweep_config(model, ttt_steps, seed, homolog_region):
+    from tttlab.engine.config import preset
+
+    extra = {"homolog_region": homolog_region} if homolog_region else {}
+    return preset(str(model), steps=ttt_steps, seed=seed, **extra)
 
 
 def sweep_fitness(dms_dir, out, model: str = "tttlab-mini", ttt_steps: int = 30,
                   max_variants: int | None = None, method: str = "masked_marginals",
                   seed: int = 0, device=None, only=None, limit: int | None = None,
                   scheduler: str | None = None, workers: int | None = None, gpu: bool = False,
-                  retry_failed: bool = True, progress: bool = True) -> pd.DataFrame:
+                  retry_failed: bool = True, progress: bool = True, homologs=None,
+                  homolog_region: str | None = None) -> pd.DataFrame:
     """Fitness before/after TTT for every assay of ``dms_dir`` (see ``find_assays``), one Dask
     task per assay, resumable (see ``run_sweep``). ``only`` (assay ids) and ``limit`` (first N by
-    name) select assays.
+    name) select assays. ``homologs``: ``"auto"`` or a folder of MSA files named after the assays
+    (homolog-aware TTT; assays without a file get single-sequence TTT).
 
     Returns the summary DataFrame (also ``out/summary.csv``; ``tttlab sweep`` also saves its
     figure, ``present.plots.save_sweep_plot``).
     """
-    from tttlab.engine.config import preset
-
     tasks = _select(find_assays(dms_dir), only, limit)
-    cfg = preset(str(model), steps=ttt_steps, seed=seed)
-    settings = _settings(model, ttt_steps, seed, max_variants=max_variants, method=method)
+    cfg = _sweep_config(model, ttt_steps, seed, homolog_region)
+    settings = _settings(model, ttt_steps, seed, homologs, cfg.homolog_region,
+                         max_variants=max_variants, method=method)
     table = run_sweep(tasks, fitness_task, out,
                       kwargs=dict(model=str(model), device=device, cfg=cfg, method=method,
-                                  max_variants=max_variants, seed=seed),
+                                  max_variants=max_variants, seed=seed, homologs=homologs),
                       settings=settings, scheduler=scheduler, workers=workers, gpu=gpu,
                       retry_failed=retry_failed, progress=progress, columns=_fitness_columns)
     return table
@@ -440,18 +461,19 @@ def sweep_fitness(dms_dir, out, model: str = "tttlab-mini", ttt_steps: int = 30,
 def sweep_contacts(pdb_dir, out, model: str = "tttlab-mini", ttt_steps: int = 30,
                    seed: int = 0, device=None, only=None, limit: int | None = None,
                    scheduler: str | None = None, workers: int | None = None, gpu: bool = False,
-                   retry_failed: bool = True, progress: bool = True) -> pd.DataFrame:
+                   retry_failed: bool = True, progress: bool = True, homologs=None,
+                   homolog_region: str | None = None) -> pd.DataFrame:
     """Contact precision before/after TTT for every structure of ``pdb_dir`` (see
     ``find_structures``), one Dask task per file, resumable (see ``run_sweep``); ``only`` (file
-    stems such as ``1AQT_A``) and ``limit`` select structures."""
-    from tttlab.engine.config import preset
-
+    stems such as ``1AQT_A``) and ``limit`` select structures; ``homologs`` as in
+    ``sweep_fitness``, by file stem."""
     tasks = _select(find_structures(pdb_dir), only, limit)
-    cfg = preset(str(model), steps=ttt_steps, seed=seed)
+    cfg = _sweep_config(model, ttt_steps, seed, homolog_region)
     table = run_sweep(tasks, contacts_task, out,
-                      kwargs=dict(model=str(model), device=device, cfg=cfg),
-                      settings=_settings(model, ttt_steps, seed), scheduler=scheduler,
-                      workers=workers, gpu=gpu, retry_failed=retry_failed, progress=progress)
+                      kwargs=dict(model=str(model), device=device, cfg=cfg, homologs=homologs),
+                      settings=_settings(model, ttt_steps, seed, homologs, cfg.homolog_region),
+                      scheduler=scheduler, workers=workers, gpu=gpu,
+                      retry_failed=retry_failed, progress=progress)
     return table
 
 
