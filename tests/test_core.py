@@ -404,3 +404,34 @@ def test_wt_marginals_long_protein_windows_and_progress(tiny, capsys):
     assert out.shape == (len(seq), 20) and np.isfinite(out).all()
     np.testing.assert_allclose(np.exp(out).sum(1) <= 1 + 1e-5, True)
     assert "wild-type marginals" in capsys.readouterr().err
+
+
+def test_keep_best_by_any_callback_value(tiny):
+    """The best step can be chosen by any value the callback reports, highest or lowest, step 0
+    (the untouched model) included, as ProteinTTT keeps ESMFold's most confident step."""
+    model, _ = tiny
+    start = snapshot(model)
+    scores = {0: 1.0, 1: 3.0, 2: 2.0, 3: 3.0}  # a made-up confidence per step: best at step 1
+    seen = {}
+
+    def confidence(step, m):
+        seen[step] = snapshot(m)
+        return {"confidence": scores[step]}
+
+    cfg = preset(steps=3, batch_size=2, grad_accum_steps=1, keep_best=True,
+                 keep_best_by="confidence", keep_best_mode="max")
+    with customized(model, UBQ[:30], cfg, progress=False, callback=confidence) as r:
+        assert r.best_step == 1  # the first of the tied maxima
+        assert all(torch.equal(v, seen[1][k]) for k, v in model.state_dict().items())
+    assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
+    worst = preset(steps=3, batch_size=2, grad_accum_steps=1, keep_best=True,
+                   keep_best_by="confidence", keep_best_mode="min")
+    with customized(model, UBQ[:30], worst, progress=False, callback=confidence) as r:
+        assert r.best_step == 0  # the untouched model can win
+        assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="callback must return it"):
+        with customized(model, UBQ[:30], cfg, progress=False):
+            pass
+    assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="keep_best_mode"):
+        preset(keep_best_mode="best")

@@ -57,7 +57,10 @@ class TTTConfig:
         which part of each homolog is used: ``"full"`` (its whole sequence, gaps removed) or
         ``"aligned"`` (its residues in the target's alignment columns; gaps and insertions dropped).
     eval_every : compute pseudo-perplexity every N steps (and at step 0 and at the end); 0 = never.
-    keep_best : after training, load the step with the lowest pseudo-perplexity (needs eval_every).
+    keep_best, keep_best_by, keep_best_mode : after training, load the step (step 0, the untouched
+        model, included) with the best value of ``keep_best_by`` in the history: ``"min"``imum
+        pseudo-perplexity by default (needs ``eval_every``), or any value the ``callback`` returns,
+        e.g. ``keep_best_by="plddt", keep_best_mode="max"`` (ESMFold's confidence, as published).
     amp : bf16 autocast on CUDA (ignored on CPU, which always runs fp32).
     seed : seeds a local generator for cropping and masking; runs are repeatable.
     """
@@ -84,6 +87,8 @@ class TTTConfig:
     homolog_region: str = "full"
     eval_every: int = 0
     keep_best: bool = False
+    keep_best_by: str = "pseudo_perplexity"
+    keep_best_mode: str = "min"
     amp: bool = True
     seed: int = 0
 
@@ -107,7 +112,9 @@ class TTTConfig:
             raise ValueError("steps and eval_every must be >= 0")
         if not 0 < self.mask_ratio <= 1 or self.bert_replace + self.bert_keep > 1:
             raise ValueError("need 0 < mask_ratio <= 1 and bert_replace + bert_keep <= 1")
-        if self.keep_best and not self.eval_every:
+        if self.keep_best_mode not in ("min", "max"):
+            raise ValueError(f"keep_best_mode must be 'min' or 'max', got {self.keep_best_mode!r}")
+        if self.keep_best and self.keep_best_by == "pseudo_perplexity" and not self.eval_every:
             raise ValueError("keep_best needs eval_every > 0 (pseudo-perplexity picks the best step)")
 
 

@@ -247,6 +247,7 @@ def customize(model, sequence: str, cfg: TTTConfig | None = None, progress: bool
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     result = TTTResult(sequence, cfg, n_homologs=len(homologs) if homologs else 0,
                        homolog_source=homologs.source if homologs is not None else None)
+    sign = 1.0 if cfg.keep_best_mode == "min" else -1.0  # compare sign * value, lower wins
     best = (float("inf"), None)
     start = time.perf_counter()
 
@@ -255,12 +256,17 @@ def customize(model, sequence: str, cfg: TTTConfig | None = None, progress: bool
         entry = {"step": step, "loss": loss, "seconds": round(time.perf_counter() - start, 3)}
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
             entry["pseudo_perplexity"] = pseudo_perplexity(model, sequence, amp=cfg.amp)
-            if cfg.keep_best and entry["pseudo_perplexity"] < best[0]:
-                best = (entry["pseudo_perplexity"], (step, snapshot(model)))
             model.train()
         if callback is not None:
             entry.update(callback(step, model) or {})
             model.train()
+        if cfg.keep_best:
+            value = entry.get(cfg.keep_best_by)
+            if step == 0 and value is None:
+                raise ValueError(f"keep_best_by={cfg.keep_best_by!r} is not in step 0's record "
+                                 f"(it has {', '.join(entry)}): the callback must return it")
+            if value is not None and sign * float(value) < best[0]:  # ties keep the earlier step
+                best = (sign * float(value), (step, snapshot(model)))
         result.history.append(entry)
 
     # rows per forward pass: the published micro-batch on CPU, where micro-batches run side by
