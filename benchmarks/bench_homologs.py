@@ -1,8 +1,10 @@
 """Homolog-aware TTT costs: jackhmmer search time against the Swiss-Prot file for a 76-residue and
 a 286-residue target (database load reported apart, cache off), and whole TTT runs with homologs
-against runs without, same batch shape (medians of alternated runs).
+against runs without, same batch shape (medians of alternated runs). ``--regions`` also compares
+whole homologs with their aligned region on the four assays with a family alignment
+(``fitness.compare_homolog_ttt``, tttlab-mini).
 
-    python benchmarks/bench_homologs.py --json benchmarks/results/homologs_cpu_2core.json
+    python benchmarks/bench_homologs.py --regions --json benchmarks/results/homologs_cpu_2core.json
 """
 
 from __future__ import annotations
@@ -65,15 +67,37 @@ def bench_ttt(steps: int, repeats: int) -> dict:
             "ratio_homolog_to_single": med(homolog) / med(plain)}
 
 
+def bench_regions(steps: int, max_variants: int) -> list[dict]:
+    """Spearman with no TTT, wild-type TTT and homolog TTT per assay, homologs whole ("full") and
+    cut to the target's columns ("aligned")."""
+    from tttlab.studies.fitness import FAMILY_MSAS, compare_homolog_ttt
+
+    model, _ = load_model("tttlab-mini", device="cpu")
+    rows = []
+    for region in ("full", "aligned"):
+        cfg = preset("tttlab-mini", steps=steps, homolog_region=region)
+        sources = {a: registry.path(f) for a, f in FAMILY_MSAS.items()}
+        table = compare_homolog_ttt(model, sources, cfg, max_variants=max_variants,
+                                    progress=False)
+        rows += [{"region": region, **r} for r in table.round(4).to_dict("records")]
+    return rows
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the result here")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--regions", action="store_true",
+                        help="also compare full and aligned homologs on four assays (minutes)")
+    parser.add_argument("--region-steps", type=int, default=10)
+    parser.add_argument("--region-variants", type=int, default=1000)
     args = parser.parse_args(argv)
     out = {"torch_threads": torch.get_num_threads(), "search": bench_search(),
            "ttt": bench_ttt(args.steps, args.repeats),
            "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+    if args.regions:
+        out["regions"] = bench_regions(args.region_steps, args.region_variants)
     print(json.dumps(out, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")

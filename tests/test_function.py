@@ -139,7 +139,8 @@ def test_ttt_cache_key_changes_with_config(tiny, tmp_path):
     finally:
         calls.close()
     assert not np.allclose(base, after) and not np.allclose(after, other)
-    assert list(info.columns) == ["ppl_after", "loss_first", "loss_last", "ttt_seconds"]
+    assert list(info.columns) == ["ppl_after", "loss_first", "loss_last", "ttt_seconds", "n_homologs"]
+    assert (info["n_homologs"] == 0).all()  # single-sequence TTT
     # model restored after each protein: base embeddings unchanged, fingerprint unchanged
     np.testing.assert_array_equal(base, function.embed(model, SEQS[:1], cache=False,
                                                        progress=False))

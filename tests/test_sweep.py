@@ -220,7 +220,7 @@ def test_each_sweep_command_saves_its_own_figure(tmp_path, monkeypatch):
         monkeypatch.setattr(sweep_cli, name, lambda *a, **k: table)
     args = dict(out=str(tmp_path), model="m", ttt_steps=1, seed=0, device=None, only=None,
                 limit=None, scheduler=None, workers=None, gpu=False, retry_failed=True,
-                progress=False, json=True, no_plot=False)
+                progress=False, json=True, no_plot=False, homologs=None, homolog_region=None)
     assert sweep_cli._cli_contacts(argparse.Namespace(pdb_dir="p", **args)) == 0
     assert sweep_cli._cli_fitness(argparse.Namespace(dms_dir="d", max_variants=None,
                                                      method="masked_marginals", **args)) == 0

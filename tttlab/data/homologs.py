@@ -94,7 +94,7 @@ def _clean(seq: str) -> str:
     return seq.translate(str.maketrans("BZUO", "XXXX"))
 
 
-def from_alignment(target: str, alignment: Alignment, region: str = "full") -> HomologSet:
+def from_alignment(target: str, alignment: Alignment, region: str = "aligned") -> HomologSet:
     """The usable homologs of ``target`` in ``alignment`` (see the module docstring); ``region``
     ``"full"`` keeps each homolog's whole sequence, ``"aligned"`` its residues in the target's
     columns (gaps and insertions removed). Without a target row, all rows are used (with a
@@ -150,14 +150,6 @@ def _database(path: Path):
     return _DATABASES[key]
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _query_columns(ali, length: int) -> str:
     """A domain alignment as a row in the target's columns (``-`` where the hit has none; the
     hit's insertions dropped)."""
@@ -186,7 +178,7 @@ def search(target: str, database=None, cache: bool = True, progress: bool = Fals
     path = Path(database) if database else registry.path(DATABASE)  # verified, or how to get it
     if not path.is_file():
         raise FileNotFoundError(f"homolog database not found: {path}")
-    db_hash = registry.entry(DATABASE).sha256 if not database else _file_sha256(path)
+    db_hash = registry.entry(DATABASE).sha256 if not database else registry.sha256sum(path)
     key = hashlib.sha256(json.dumps([_CACHE_VERSION, target, db_hash, opts], sort_keys=True)
                          .encode()).hexdigest()[:24]
     cached = registry.cache_dir() / "homologs" / f"{key}.json"
@@ -258,7 +250,7 @@ def fingerprint(family: HomologSet | None) -> str | None:
     return digest.hexdigest()[:16]
 
 
-def homologs(target: str, source, region: str = "full", **search_settings) -> HomologSet:
+def homologs(target: str, source, region: str = "aligned", **search_settings) -> HomologSet:
     """The ``HomologSet`` of ``target`` from ``source``: an MSA file (path), ``"auto"`` (``search``
     of the registry's Swiss-Prot file), a list of sequences, or a ``HomologSet`` (returned)."""
     if isinstance(source, HomologSet):

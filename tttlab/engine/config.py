@@ -54,8 +54,12 @@ class TTTConfig:
     homolog_target_share, homolog_region : with homologs (``customize(..., homologs=...)``), the
         chance that a copy is the target rather than a homolog (0.5, tttlab's choice: the
         published MSA mode draws uniformly over the MSA's rows, the target being one of them), and
-        which part of each homolog is used: ``"full"`` (its whole sequence, gaps removed) or
-        ``"aligned"`` (its residues in the target's alignment columns; gaps and insertions dropped).
+        which part of each homolog is used: ``"aligned"`` (its residues in the target's alignment
+        columns; gaps and insertions dropped) or ``"full"`` (its whole sequence, gaps removed). The
+        two gave the same Spearman within their paired intervals on the four assays with a family
+        alignment (``benchmarks/bench_homologs.py --regions``); ``"aligned"`` is the default as
+        its copies are never longer than the target (a 55-residue GB1 drew 370-residue protein G
+        homologs whole).
     eval_every : compute pseudo-perplexity every N steps (and at step 0 and at the end); 0 = never.
     keep_best, keep_best_by, keep_best_mode : after training, load the step (step 0, the untouched
         model, included) with the best value of ``keep_best_by`` in the history: ``"min"``imum
@@ -84,7 +88,7 @@ class TTTConfig:
     lora_alpha: float = 256.0
     lora_init: str = "gaussian"
     homolog_target_share: float = 0.5
-    homolog_region: str = "full"
+    homolog_region: str = "aligned"
     eval_every: int = 0
     keep_best: bool = False
     keep_best_by: str = "pseudo_perplexity"

@@ -55,19 +55,23 @@ def ttt_key(fingerprint: str, seq: str, crop: str, layer: int, pool, cfg, ppl_po
     """Cache key of an embedding after TTT (``embed_after_ttt``); ``homologs`` is the homolog
     set's ``data.homologs.fingerprint`` (left out of the key when None, so single-sequence keys
     stay what they were)."""
-    extra = {} if homologs is None else {"homologs": homologs}
+    extra = {} if homologs is None else {"homologs": homologs, "share": cfg.homolog_target_share,
+                                         "region": cfg.homolog_region}
     return cache_key(kind="ttt", model=fingerprint, seq=seq, crop=crop, layer=layer, pool=pool,
                      ttt=_ttt_fields(cfg), ppl_positions=ppl_positions, ppl_seed=seed, **extra)
 
 
-#: TTTConfig fields added after caches were written, with the defaults those caches had: left out
+#: TTTConfig fields added after caches were written, with the behaviour those caches had: left out
 #: of a key while they hold that value, so existing entries stay valid
 _NEW_FIELDS = {"mask_count": "bernoulli", "replace_vocab": "amino_acids", "crop": "residues",
-               "lora_init": "kaiming", "homolog_target_share": 0.5, "homolog_region": "full"}
+               "lora_init": "kaiming", "keep_best_by": "pseudo_perplexity", "keep_best_mode": "min"}
+#: fields that only matter with homologs (``ttt_key`` adds them then)
+_HOMOLOG_FIELDS = ("homolog_target_share", "homolog_region")
 
 
 def _ttt_fields(cfg) -> dict:
-    return {k: v for k, v in asdict(cfg).items() if not (k in _NEW_FIELDS and v == _NEW_FIELDS[k])}
+    return {k: v for k, v in asdict(cfg).items()
+            if k not in _HOMOLOG_FIELDS and not (k in _NEW_FIELDS and v == _NEW_FIELDS[k])}
 
 
 def _path(key: str, cache) -> Path:
