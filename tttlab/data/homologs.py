@@ -135,7 +135,7 @@ def _homolog_set(seqs, weights, source: str) -> HomologSet:
 
 # ---------------------------------------------------------------------------- local search
 _DATABASES: dict = {}
-_CACHE_VERSION = 2  # bump when what a cached search holds changes
+_CACHE_VERSION = 3  # bump when what a cached search holds changes
 
 
 def _database(path: Path):
@@ -209,8 +209,9 @@ def search(target: str, database=None, cache: bool = True, progress: bool = Fals
             ids.append(name if d == 0 else f"{name}/{d + 1}")
             aligned.append(_query_columns(domain.alignment, len(target)))
             seqs.append(full)
+    coverage = float(np.mean([1 - row.count("-") / len(target) for row in aligned[1:]] or [0]))
     source = (f"jackhmmer of {path.name}: {len({i.split('/')[0] for i in ids[1:]})} hits, "
-              f"{len(ids) - 1} domains, "
+              f"{len(ids) - 1} domains covering {100 * coverage:.0f} % of the target on average, "
               f"{time.perf_counter() - start:.0f} s")
     if progress:
         print(source, flush=True)
