@@ -51,6 +51,11 @@ def test_a3m_insertions_are_residues_not_columns(tmp_path):
     assert msa.ids == ("q", "h1", "h2")
     assert msa.aligned == ("MKV-LA", "MKVQLA", "-KV-LA")
     assert msa.sequences == ("MKVLA", "MKAAVQLA", "KVLAC")
+    colabfold = tmp_path / "colabfold_output"  # no suffix: the format comes from the content
+    colabfold.write_text("#5\t1\n" + f.read_text())
+    got = read_msa(colabfold)
+    assert (got.format, got.ids, got.aligned, got.sequences) == ("a3m", msa.ids, msa.aligned,
+                                                                  msa.sequences)
 
 
 def test_bad_msa_files_are_one_line_errors(tmp_path):

@@ -47,6 +47,8 @@ def detect_format(path: Path, head: bytes) -> str:
     text = head.lstrip()
     if text.startswith(b"# STOCKHOLM"):
         return "stockholm"
+    if text.startswith(b"#"):  # ColabFold's A3M starts with "#<query length>\t<copies>"
+        text = text.split(b"\n", 1)[-1].lstrip()
     if text.startswith(b">"):
         body = b"".join(line for line in text.splitlines()[1:40] if not line.startswith(b">"))
         return "a3m" if any(97 <= c <= 122 for c in body) else "afa"
@@ -77,8 +79,10 @@ def _check_letters(path, ident, row):
 
 def _a3m(path: Path, data: bytes):
     """A3M: FASTA records; upper case and ``-`` are match columns, lower case letters are
-    insertions (absent from other rows), ``.`` is ignored."""
-    records = parse_fasta(data.decode("utf-8-sig", "replace").splitlines(), str(path))
+    insertions (absent from other rows), ``.`` is ignored; ``#`` comment lines (ColabFold writes
+    ``#<query length>\t<copies>`` first) are skipped."""
+    lines = [ln for ln in data.decode("utf-8-sig", "replace").splitlines() if not ln.startswith("#")]
+    records = parse_fasta(lines, str(path))
     ids, aligned, seqs = [], [], []
     for header, row in records:
         ident = header.split()[0] if header.split() else f"row{len(ids) + 1}"
