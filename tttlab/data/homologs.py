@@ -139,14 +139,16 @@ _CACHE_VERSION = 3  # bump when what a cached search holds changes
 
 
 def _database(path: Path):
-    """The database as a pyhmmer digital sequence block, read once per process."""
+    """The database as a pyhmmer digital sequence block and its name -> index map, read once per
+    process."""
     from pyhmmer import easel
 
     key = str(path)
     if key not in _DATABASES:
         alphabet = easel.Alphabet.amino()
         with easel.SequenceFile(str(path), digital=True, alphabet=alphabet) as handle:
-            _DATABASES[key] = handle.read_block()
+            block = handle.read_block()
+        _DATABASES[key] = block, {s.name: k for k, s in enumerate(block)}
     return _DATABASES[key]
 
 
@@ -190,14 +192,13 @@ def search(target: str, database=None, cache: bool = True, progress: bool = Fals
     from pyhmmer import easel
 
     start = time.perf_counter()
-    block = _database(path)
+    block, by_name = _database(path)
     alphabet = easel.Alphabet.amino()
     query = easel.TextSequence(name=b"target", sequence=target).digitize(alphabet)
     result = next(iter(pyhmmer.hmmer.jackhmmer(
         [query], block, max_iterations=opts["iterations"], E=opts["E"], incE=opts["incE"],
         cpus=0)))
     ids, aligned, seqs = ["target"], [target], [target]
-    by_name = {s.name: k for k, s in enumerate(block)}
     for hit in result.hits:
         if not hit.included:
             continue

@@ -127,7 +127,7 @@ def corrupt(batch: torch.Tensor, alphabet, cfg: TTTConfig, generator):
 def _loss(model, tokens, corrupted, selected, cfg, padded: bool = False):
     """A micro-batch's loss. ``padded`` (homolog batches of different lengths): padding is not
     attended to and not scored."""
-    hidden = _final_hidden(model, corrupted, padded=padded)  # copies of one protein: no padding
+    hidden = _final_hidden(model, corrupted, padded=padded)
     if cfg.loss == "masked_tokens":  # mean over each copy's selected positions, then over copies
         ce = F.cross_entropy(model.lm_head(hidden[selected]).float(), tokens[selected],
                              reduction="none")  # the LM head on the selected rows only
