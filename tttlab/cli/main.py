@@ -7,11 +7,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tttlab.cli import data, fitness, function, models, perplexity, pretrain, structure, sweep
+from tttlab.cli import (data, fitness, fold, function, models, perplexity, pretrain, structure,
+                        sweep)
 from tttlab.cli.options import CLIError
 
 #: the commands, in ``tttlab --help`` order
-COMMANDS = (perplexity, fitness, structure, function, sweep, models, data, pretrain)
+COMMANDS = (perplexity, fitness, structure, fold, function, sweep, models, data, pretrain)
 
 
 def build_parser() -> argparse.ArgumentParser:

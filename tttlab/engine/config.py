@@ -161,6 +161,13 @@ PRESETS: dict[str, TTTConfig] = {
     "esm2_t36_3B_UR50D": TTTConfig(lr=4e-4, **_LORA),
     "esm2_t48_15B_UR50D": TTTConfig(lr=1.1e-4, **_LORA),
     "tttlab-mini": TTTConfig(lr=4e-4, batch_size=4, grad_accum_steps=4),
+    # ESMFold (``engine.folding``): ProteinTTT's DEFAULT_ESMFOLD_TTT_CFG (proteinttt/models/esmfold.py,
+    # commit fb33da6): SGD lr 4e-4, batch 4, 4 accumulation steps, 30 steps, LoRA rank 8 with the
+    # branch x 32 (lora_diffusion's ``scale``; peft alpha 256, Gaussian init) on q/k/v/out of every
+    # attention block of the language model, base loss "cross_entropy" (masked tokens); the step
+    # kept is the one with the highest mean pLDDT, step 0 included (automatic_best_state_reset)
+    "esmfold_v1": TTTConfig(lr=4e-4, steps=30, keep_best=True, keep_best_by="plddt",
+                            keep_best_mode="max", **_LORA),
 }
 #: where each ESM-2 preset comes from (``tttlab models`` prints it)
 PRESET_SOURCES: dict[str, str] = {
@@ -171,6 +178,7 @@ PRESET_SOURCES: dict[str, str] = {
     "esm2_t36_3B_UR50D": "published (ProteinTTT ESMFold, LoRA)",
     "esm2_t48_15B_UR50D": "rule: ESMFold LoRA, lr power law",
     "tttlab-mini": "tuned on held-out chains",
+    "esmfold_v1": "published (ProteinTTT ESMFold, LoRA, best step by pLDDT)",
 }
 PRESETS["esm2_tttlab_mini"] = PRESETS["tttlab-mini"]  # its file stem (data/models/...pt)
 
