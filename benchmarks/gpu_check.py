@@ -1,10 +1,14 @@
 """GPU check, one run of under 5 minutes on one GPU: the engine against stock fair-esm under bf16
 autocast (equivalence within stated tolerances), scoring and TTT speed against the stock loops,
 and peak GPU memory next to ``tttlab models``' estimate, for random-weight ESM-2 35M and 650M
-architectures (speed and memory do not depend on the weights). Writes one JSON file.
+architectures (speed and memory do not depend on the weights); with ``--fold esmfold_v1``, ESMFold
+TTT (``studies.folding.fold_with_ttt``, the published LoRA recipe, folded after every step) on a
+random-weight model of ESMFold's architecture (ESM-2 3B + the 48-block trunk): seconds per step and
+peak GPU memory for the protein length. Writes one JSON file.
 
     python benchmarks/gpu_check.py                                   # cuda, 35M + 650M
-    python benchmarks/gpu_check.py --device cpu --models tiny --length 40 --steps 1 --repeats 1
+    python benchmarks/gpu_check.py --models none --fold esmfold_v1 --length 300 --steps 2
+    python benchmarks/gpu_check.py --device cpu --models tiny --fold tiny --length 40 --steps 1 --repeats 1
 
 Tolerances (bf16 keeps 8 bits of mantissa, so engine and stock round differently):
 masked marginals max |diff| <= 0.25 nats and Spearman >= 0.995 over all L x 20 values; TTT losses
@@ -155,13 +159,67 @@ def peak_memory(model, seq: str, cfg, steps: int) -> dict:
             "ttt_gib": round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)}
 
 
+def esmfold_architecture(device, tiny: bool = False):
+    """A random-weight ESMFold of esmfold_v1's shape (transformers' default trunk, ESM-2 3B language
+    model in float32), built on ``device``; ``tiny``: ``engine.folding``'s small test model."""
+    from transformers import EsmConfig, EsmForProteinFolding
+
+    from tttlab.engine import folding
+
+    if tiny:
+        return folding.random_folding_model(device=device)
+    import esm
+
+    vocab = list(esm.data.Alphabet.from_architecture("ESM-1b").all_toks)
+    layers, width, heads = ESM2_SHAPES["esm2_t36_3B_UR50D"]
+    config = EsmConfig(vocab_size=len(vocab), hidden_size=width, num_hidden_layers=layers,
+                       num_attention_heads=heads, intermediate_size=4 * width,
+                       position_embedding_type="rotary", token_dropout=True, mask_token_id=32,
+                       pad_token_id=1, emb_layer_norm_before=False, layer_norm_eps=1e-5,
+                       max_position_embeddings=1026, vocab_list=vocab, is_folding_model=True,
+                       esmfold_config={"fp16_esm": False})
+    with torch.device(device):
+        trunk = EsmForProteinFolding(config).eval()
+    lm = folding.language_model_from_hf(trunk.esm, config).to(device)
+    lm.model_name = "esmfold_v1"
+    return folding.FoldingModel(trunk, lm, "esmfold_v1 architecture, random weights")
+
+
+def fold_check(kind: str, device, length: int, steps: int) -> dict:
+    """ESMFold TTT on a random protein: seconds, seconds per step, peak GPU memory."""
+    from tttlab.studies.folding import fold_with_ttt
+
+    model = esmfold_architecture(device, tiny=kind == "tiny")
+    seq = random_protein(length)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    model.predict(seq)
+    fold_s = time.perf_counter() - start
+    if device.type == "cuda":
+        fold_gib = torch.cuda.max_memory_allocated(device) / 2 ** 30
+        torch.cuda.reset_peak_memory_stats(device)
+    result = fold_with_ttt(model, seq, steps=steps, progress=False)
+    out = {"model": model.name, "length": length, "steps": steps,
+           "parameters": sum(p.numel() for p in model.parameters()),
+           "fold_s": round(fold_s, 2), "ttt_run_s": round(result.seconds, 2),
+           "step_s_median": statistics.median(
+               b["seconds"] - a["seconds"] for a, b in zip(result.history, result.history[1:])),
+           "plddt_per_step": result.plddt_per_step, "best_step": result.best_step}
+    if device.type == "cuda":
+        out["fold_peak_gib"] = round(fold_gib, 2)
+        out["ttt_peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)
+    return out
+
+
 def run(args) -> dict:
     device = resolve_device(args.device)
     seq = random_protein(args.length)
     out = {"machine": be.machine(device), "tolerance": TOLERANCE, "length": args.length,
            "steps": args.steps, "repeats": args.repeats, "models": {}}
     started = time.perf_counter()
-    for name in args.models.split(","):
+    for name in [m for m in args.models.split(",") if m != "none"]:
         model = build(name, device)
         cfg = preset("tttlab-mini" if name == "tiny" else name)
         row = {"equivalence": equivalence(model, seq, cfg),
@@ -174,6 +232,9 @@ def run(args) -> dict:
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    if args.fold != "none":
+        out["fold"] = fold_check(args.fold, device, args.length, args.steps)
+        print(json.dumps({"fold": out["fold"]}), flush=True)
     out["seconds"] = round(time.perf_counter() - started, 1)
     out["all_equivalent"] = all(r["equivalence"]["passed"] for r in out["models"].values())
     return out
@@ -183,6 +244,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--models", default="esm2_t12_35M_UR50D,esm2_t33_650M_UR50D")
+    parser.add_argument("--fold", choices=("none", "tiny", "esmfold_v1"), default="none",
+                        help="also ESMFold TTT on a random-weight model of that shape")
     parser.add_argument("--length", type=int, default=300, help="residues of the test protein")
     parser.add_argument("--steps", type=int, default=3, help="TTT steps per timed run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each (medians)")

@@ -58,9 +58,11 @@ def test_gpu_check_runs_on_cpu_with_the_tiny_model(tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = module.main(["--device", "cpu", "--models", "tiny", "--length", "40", "--steps", "1",
-                       "--repeats", "1", "--json", str(tmp_path / "gpu.json")])
+                       "--repeats", "1", "--fold", "tiny", "--json", str(tmp_path / "gpu.json")])
     assert out["all_equivalent"] and (tmp_path / "gpu.json").is_file()
     row = out["models"]["tiny"]
     assert row["equivalence"]["fp32_marginals_max_abs"] < 1e-3
     assert row["equivalence"]["bf16_ttt_loss_rel"] < 1e-4
     assert row["speed"]["scoring_speedup"] > 0 and row["speed"]["ttt_run_ratio"] > 0
+    fold = out["fold"]
+    assert len(fold["plddt_per_step"]) == 2 and fold["step_s_median"] > 0

@@ -48,14 +48,19 @@ class Target:
 
     def pdb_text(self) -> str:
         """The chain (first model, heavy atoms) as PDB text, e.g. for a 3D viewer."""
-        import io
+        return pdb_text(self.atoms)
 
-        import biotite.structure.io.pdb as pdb
 
-        out, handle = pdb.PDBFile(), io.StringIO()
-        out.set_structure(self.atoms)
-        out.write(handle)
-        return handle.getvalue()
+def pdb_text(atoms) -> str:
+    """biotite atoms as PDB text (e.g. for a 3D viewer)."""
+    import io
+
+    import biotite.structure.io.pdb as pdb
+
+    out, handle = pdb.PDBFile(), io.StringIO()
+    out.set_structure(atoms)
+    out.write(handle)
+    return handle.getvalue()
 
 
 def contact_map(coords: np.ndarray, cutoff: float = CUTOFF) -> np.ndarray:

@@ -180,9 +180,12 @@ def language_model_from_hf(esm_model, config):
 
 
 def _head_state(source, device) -> dict[str, torch.Tensor]:
-    """The masked-LM head of ``source`` (fair-esm names: dense, layer_norm, bias): a local
-    transformers ``EsmForMaskedLM`` folder, or anything ``load_model`` reads (an ESM-2 name, a
+    """The masked-LM head of ``source`` (fair-esm names: dense, layer_norm, bias): a transformers
+    ``EsmForMaskedLM`` or a local folder of one, or anything ``load_model`` reads (an ESM-2 name, a
     fair-esm ``.pt``)."""
+    if isinstance(source, torch.nn.Module):
+        head = source.lm_head.state_dict()
+        return {k: head[k] for k in _HEAD_NAMES}
     path = Path(str(source)).expanduser()
     if path.is_dir():
         transformers = _transformers()
@@ -200,7 +203,8 @@ def _head_state(source, device) -> dict[str, torch.Tensor]:
 
 
 def load_lm_head(lm, source) -> None:
-    """Copy the masked-LM head of ``source`` (see ``_head_state``) into ``lm``; the output
+    """Copy the masked-LM head of ``source`` (an ``EsmForMaskedLM``, a folder of one, an ESM-2 name
+    or a fair-esm ``.pt``) into ``lm``; the output
     projection stays tied to ``lm``'s token embedding. A head of other dimensions is a one-line
     ``ValueError``."""
     head = _head_state(source, "cpu")
@@ -291,3 +295,15 @@ def build_folding_model(layers: int = 2, width: int = 32, heads: int = 4, trunk_
                                                "lddt_head_hid_dim": 16}, **esm_args))
     mlm = transformers.EsmForMaskedLM(transformers.EsmConfig(**esm_args))
     return fold.eval(), mlm.eval()
+
+
+def random_folding_model(device=None, **sizes) -> FoldingModel:
+    """``build_folding_model(**sizes)`` ready to use: its random masked LM's head on a fair-esm
+    copy of its language model. For demonstrations without weights: the structures mean nothing."""
+    fold, mlm = build_folding_model(**sizes)
+    lm = language_model_from_hf(fold.esm, fold.config)
+    load_lm_head(lm, mlm)
+    lm.model_name = "esmfold_v1"
+    model = FoldingModel(fold, lm, "random ESMFold (tests and CI)")
+    model.trunk.to(resolve_device(device))
+    return model

@@ -271,6 +271,56 @@ def contacts_view(pdb_text: str, coords, pairs, width: int = 480, height: int = 
     return view
 
 
+def plddt_per_step(result, ax=None, title: str | None = None):
+    """Mean pLDDT after each TTT step (step 0: before TTT) of a ``studies.folding.FoldResult``, the
+    step kept marked; TM-score per step on a second axis when it was computed for every step."""
+    ax = _axes(ax, (5, 3.5))
+    table = result.table()
+    ax.plot(table["step"], table["plddt"], marker="o", color="C0", label="mean pLDDT")
+    ax.axvline(result.best_step, color="grey", ls="--", lw=1)
+    ax.annotate(f"kept: step {result.best_step}", (result.best_step, table["plddt"].max()),
+                textcoords="offset points", xytext=(4, -12), fontsize=8, color="grey")
+    ax.set(xlabel="TTT step", ylabel="mean pLDDT", title=title or "")
+    if "tm_score" in table and table["tm_score"].notna().sum() > 1:
+        twin = ax.twinx()
+        known = table.dropna(subset=["tm_score"])
+        twin.plot(known["step"], known["tm_score"], marker="s", color="C3", label="TM-score")
+        twin.set_ylabel("TM-score", color="C3")
+    return ax
+
+
+def structures_view(pdbs: dict, width: int = 520, height: int = 420):
+    """Interactive py3Dmol view of several structures together (label -> PDB text, e.g. the
+    experimental chain and superimposed predictions), one colour each, with a legend printed
+    below; without py3Dmol, ``None``."""
+    try:
+        import py3Dmol
+    except ImportError:
+        return None
+    colours = ["lightgrey", "orange", "royalblue", "seagreen", "purple"]
+    view = py3Dmol.view(width=width, height=height)
+    for k, (label, text) in enumerate(pdbs.items()):
+        view.addModel(text, "pdb")
+        view.setStyle({"model": k}, {"cartoon": {"color": colours[k % len(colours)]}})
+    view.zoomTo()
+    print("  ".join(f"{label}: {colours[k % len(colours)]}" for k, label in enumerate(pdbs)))
+    return view
+
+
+def traces_3d(traces: dict, ax=None, title: str | None = None):
+    """Static 3D view of C-alpha traces (label -> N x 3 coordinates), one line each."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        ax = plt.figure(figsize=(5, 5)).add_subplot(projection="3d")
+    for label, xyz in traces.items():
+        ax.plot(*xyz.T, lw=1.5, label=label)
+    ax.legend(fontsize=8)
+    ax.set_axis_off()
+    ax.set_title(title or "")
+    return ax
+
+
 # --------------------------------------------------------------------------- function
 def confusion_heatmap(confusion, ax=None, title: str | None = None):
     """A confusion table (rows true, columns predicted; ``FunctionResult.confusion``): colour =

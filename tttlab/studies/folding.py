@@ -53,6 +53,17 @@ class FoldResult:
         rows = [{**h, **self.scores.get(h["step"], {})} for h in self.history]
         return pd.DataFrame(rows)
 
+    def scores_table(self):
+        """Before TTT, at the step kept and at the last step: the step, its mean pLDDT and, with a
+        reference, TM-score and LDDT (a DataFrame indexed by ``before``, ``after``, ``last``)."""
+        import pandas as pd
+
+        rows = {}
+        for label, step in (("before", 0), ("after", self.best_step), ("last", self.last_step)):
+            scores = {k: v for k, v in self.scores.get(step, {}).items() if k != "aligned_residues"}
+            rows[label] = {"step": step, "mean_plddt": self.history[step]["plddt"], **scores}
+        return pd.DataFrame(rows).T
+
     def summary(self) -> dict:
         """The numbers ``tttlab fold --json`` prints: pLDDT before/after, the step kept, pLDDT and
         loss per step and, with a reference, TM-score and LDDT before, after (the step kept) and
@@ -140,6 +151,42 @@ def compare_to_reference(prediction: Prediction, reference_atoms) -> dict:
     ca_pred = struc.array([_ca_atom(pred_ca[i], n) for n, (i, _) in enumerate(pairs)])
     lddt = float(struc.lddt(ca_ref, ca_pred))
     return {"tm_score": float(tm), "lddt": lddt, "aligned_residues": len(pairs)}
+
+
+def confidence_table(model: FoldingModel, structures, progress: bool = True):
+    """Fold each experimental chain's sequence once (no TTT): a DataFrame of ``id``, ``path``,
+    ``sequence``, ``length``, ``mean_plddt``, ``tm_score``, ``lddt``, lowest mean pLDDT first, the
+    proteins the model is least sure of, where the paper found TTT to help most."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from tttlab.data.structures import read_pdb_target
+
+    rows = []
+    for path in tqdm(list(structures), disable=not progress, desc="fold", leave=False):
+        target = read_pdb_target(path)
+        seq = target.sequence.replace("X", "")  # residues missing from the chain are not folded
+        pred = model.predict(seq)
+        scores = compare_to_reference(pred, read_chain(path)[0])
+        rows.append({"id": target.id, "path": str(path), "sequence": seq, "length": len(seq),
+                     "mean_plddt": pred.mean_plddt, "tm_score": scores["tm_score"],
+                     "lddt": scores["lddt"]})
+    return pd.DataFrame(rows).sort_values("mean_plddt", kind="stable").reset_index(drop=True)
+
+
+def superimposed(prediction: Prediction, reference_atoms):
+    """The predicted structure (biotite atoms) moved onto the reference by the least-squares fit of
+    the C-alpha atoms the sequence alignment pairs (``align_to_chain``), for drawing them together."""
+    import biotite.structure as struc
+
+    ref = [r for r in chain_residues(reference_atoms) if np.isfinite(r["ca"]).all()]
+    pred_atoms = prediction.atoms()
+    pred_ca = np.array([r["ca"] for r in chain_residues(pred_atoms)])
+    pairs = align_to_chain(prediction.sequence, ref)
+    fixed = np.array([ref[k]["ca"] for _, k in pairs])
+    mobile = np.array([pred_ca[i] for i, _ in pairs])
+    _, transform = struc.superimpose(fixed, mobile)
+    return transform.apply(pred_atoms)
 
 
 def _ca_atom(coord, number: int):
