@@ -166,3 +166,21 @@ def test_bad_input_is_one_line(saved, tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith("tttlab: error:")
     assert {"letters": "letters", "chain": "'Q'", "head": "width 48"}[case] in lines[0]
 
+
+
+def test_lm_head_from_a_fair_esm_checkpoint(saved, tmp_path):
+    """A fair-esm .pt of the same width gives its head; the output projection stays tied."""
+    from tttlab.engine.models import build_esm2, save_fair_esm_checkpoint
+
+    esm2, _ = build_esm2(num_layers=1, embed_dim=32, attention_heads=4, seed=3)
+    save_fair_esm_checkpoint(esm2, tmp_path / "esm2_head.pt")
+    model = folding.load_folding_model(saved / "fold", lm_head=tmp_path / "esm2_head.pt",
+                                       device="cpu")
+    lm = model.language_model
+    assert torch.equal(lm.lm_head.dense.weight, esm2.lm_head.dense.weight)
+    assert torch.equal(lm.lm_head.bias, esm2.lm_head.bias)
+    assert lm.lm_head.weight is lm.embed_tokens.weight
+    wide, _ = build_esm2(num_layers=1, embed_dim=64, attention_heads=4)
+    save_fair_esm_checkpoint(wide, tmp_path / "esm2_wide.pt")
+    with pytest.raises(ValueError, match="width 64"):
+        folding.load_folding_model(saved / "fold", lm_head=tmp_path / "esm2_wide.pt")
