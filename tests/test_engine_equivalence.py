@@ -210,3 +210,32 @@ def test_fast_path_switches_off_and_on(tiny):
         finally:
             set_fast_attention(model, True)
     torch.testing.assert_close(fast, stock, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_selected_hidden_is_the_full_forward_at_the_selected_rows(fast):
+    """Training losses on masked tokens run the last layer at the selected positions only: the
+    same hidden states, and the same gradients, as the full forward indexed afterwards (padding,
+    a row with no selection, and unequal counts per row included)."""
+    model, alphabet = build_esm2(num_layers=3, embed_dim=64, attention_heads=4, seed=1,
+                                 fast_attention=fast)
+    model.train()
+    tokens = encode(alphabet, UBQ[:38])[None].repeat(4, 1)
+    tokens[2, 25:] = alphabet.padding_idx
+    tokens[2, 24] = alphabet.eos_idx
+    generator = torch.Generator().manual_seed(0)
+    corrupted, selected = masking.bert_mask(tokens, alphabet, generator, 0.15, 0.1, 0.1,
+                                            "amino_acids")
+    selected[2, 24:] = False
+    selected[3] = False
+    assert len(set(selected.sum(1).tolist())) > 1
+    params = [p for p in model.parameters() if p.requires_grad]
+    full = _final_hidden(model, corrupted)[selected]
+    rows = scoring.selected_hidden(model, corrupted, selected)
+    assert rows.shape == full.shape and (rows - full).abs().max() < 1e-5
+    g_full = torch.autograd.grad(full.square().sum(), params, allow_unused=True)
+    g_rows = torch.autograd.grad(rows.square().sum(), params, allow_unused=True)
+    for a, b in zip(g_full, g_rows):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert (a - b).abs().max() <= 1e-4 * a.abs().max()

@@ -21,7 +21,7 @@ from tttlab.common.homolog_set import HomologSet
 from tttlab.engine.homologs import HomologSampler
 from tttlab.engine.masking import bert_mask, crop_copies, exact_count_mask
 from tttlab.engine.scoring import (_final_hidden, autocast_for, check_sequence, encode,
-                                   model_device, pseudo_perplexity)
+                                   model_device, pseudo_perplexity, selected_hidden)
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
@@ -127,14 +127,13 @@ def corrupt(batch: torch.Tensor, alphabet, cfg: TTTConfig, generator):
 def _loss(model, tokens, corrupted, selected, cfg, padded: bool = False):
     """A micro-batch's loss. ``padded`` (homolog batches of different lengths): padding is not
     attended to and not scored."""
-    hidden = _final_hidden(model, corrupted, padded=padded)
     if cfg.loss == "masked_tokens":  # mean over each copy's selected positions, then over copies
-        ce = F.cross_entropy(model.lm_head(hidden[selected]).float(), tokens[selected],
-                             reduction="none")  # the LM head on the selected rows only
+        hidden = selected_hidden(model, corrupted, selected, padded=padded)  # last layer: those only
+        ce = F.cross_entropy(model.lm_head(hidden).float(), tokens[selected], reduction="none")
         copy = selected.nonzero()[:, 0]
         per_copy = torch.zeros(len(tokens), device=ce.device).index_add_(0, copy, ce)
         return (per_copy / selected.sum(1)).mean()  # both masking rules select >= 1 a row
-    logits = model.lm_head(hidden).float()
+    logits = model.lm_head(_final_hidden(model, corrupted, padded=padded)).float()
     if padded:
         return F.cross_entropy(logits.flatten(0, 1), tokens.flatten(),
                                ignore_index=model.alphabet.padding_idx)

@@ -318,11 +318,11 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
 
 
 def masked_logits(model, corrupted: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
-    """``model(corrupted)["logits"][selected]`` with the LM head applied to the selected rows only
-    (n x vocabulary): the same values, without the B x T x vocabulary logits and their gradient."""
-    from tttlab.engine.scoring import _final_hidden
+    """``model(corrupted)["logits"][selected]`` (n x vocabulary), the last layer and the LM head run
+    at the selected positions only (``engine.scoring.selected_hidden``)."""
+    from tttlab.engine.scoring import selected_hidden
 
-    return model.lm_head(_final_hidden(model, corrupted)[selected])
+    return model.lm_head(selected_hidden(model, corrupted, selected))
 
 
 def optimiser_step(model, opt, params, tokens, corrupted, selected, grad_clip: float, pool=None,
