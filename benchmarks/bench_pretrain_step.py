@@ -2,7 +2,9 @@
 16 x 512-token rows, the v2 recipe) after a warm-up, sizes interleaved, on the threads given; the
 step ``tttlab pretrain`` runs (``training.pretrain.optimiser_step``), once with the rows split
 into one chunk per thread run side by side (what ``tttlab pretrain`` does on a CPU) and once as one
-chunk on all intra-op threads.
+chunk on all intra-op threads; and, interleaved with them, the side-by-side step with the last layer
+run at every position (``full_last_layer``: the path before ``engine.scoring.selected_hidden``),
+for the speedup of running it at the masked positions only.
 
     python benchmarks/bench_pretrain_step.py [--threads 2] [--repeats 5]
 
@@ -22,7 +24,14 @@ import torch
 
 from tttlab.engine.masking import bert_mask
 from tttlab.engine.models import build_esm2
+from tttlab.engine.scoring import _final_hidden
+from tttlab.training import pretrain
 from tttlab.training.pretrain import SIZES, PretrainConfig, bert_init, optimiser_step
+
+
+def _full_last_layer_logits(model, corrupted, selected):
+    """The masked logits with the last layer run at every position, indexed afterwards."""
+    return model.lm_head(_final_hidden(model, corrupted)[selected])
 
 
 def main():
@@ -45,24 +54,29 @@ def main():
     tokens[:, 0], tokens[:, -1] = alphabet.cls_idx, alphabet.eos_idx
 
     pool = ThreadPoolExecutor(args.threads)
-    modes = {"side_by_side": args.threads, "one_chunk": 1}
+    modes = {"side_by_side": args.threads, "one_chunk": 1, "full_last_layer": args.threads}
+    fast = pretrain.masked_logits
 
-    def step(size, workers):
+    def step(size, workers, mode):
         model, alphabet, opt = models[size]
         corrupted, selected = bert_mask(tokens, alphabet, gen)
         opt.zero_grad(set_to_none=True)
-        optimiser_step(model, opt, [p for p in model.parameters() if p.requires_grad], tokens,
-                       corrupted, selected, cfg.grad_clip, pool, workers)
+        pretrain.masked_logits = _full_last_layer_logits if mode == "full_last_layer" else fast
+        try:
+            optimiser_step(model, opt, [p for p in model.parameters() if p.requires_grad], tokens,
+                           corrupted, selected, cfg.grad_clip, pool, workers)
+        finally:
+            pretrain.masked_logits = fast
 
     times = {(size, mode): [] for size in SIZES for mode in modes}
     for size in SIZES:  # warm-up
-        for workers in modes.values():
-            step(size, workers)
+        for mode, workers in modes.items():
+            step(size, workers, mode)
     for _ in range(args.repeats):
         for size in SIZES:
             for mode, workers in modes.items():
                 t0 = time.perf_counter()
-                step(size, workers)
+                step(size, workers, mode)
                 times[size, mode].append(time.perf_counter() - t0)
     out = {"machine": {"processor": platform.processor() or platform.machine(),
                        "threads": args.threads, "torch": torch.__version__},
@@ -77,6 +91,9 @@ def main():
                                                     round(max(times[size, mode]), 3)],
                            "tokens_per_second_median": round(tokens.numel() / med)}
         entry["tokens_per_second_median"] = entry["side_by_side"]["tokens_per_second_median"]
+        entry["speedup_vs_full_last_layer"] = round(
+            entry["full_last_layer"]["step_seconds_median"]
+            / entry["side_by_side"]["step_seconds_median"], 3)
         out["sizes"][size] = entry
         print(size, entry)
     path = Path("benchmarks/results/pretrain_step_throughput.json")
