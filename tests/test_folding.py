@@ -41,26 +41,23 @@ def model(saved):
     return folding.load_folding_model(saved / "fold", lm_head=saved / "mlm", device="cpu")
 
 
-def test_language_model_is_the_transformers_one(saved, model):
-    """The fair-esm copy gives ESMFold the same hidden states, so the same structure."""
-    from transformers import EsmForProteinFolding, EsmForMaskedLM
+def test_language_model_is_esmfolds_own_with_the_masked_lm_head(saved, model):
+    """TTT trains ESMFold's own language model (shared, not copied: folding is untouched), and its
+    logits are those of the masked LM when the two share a body."""
+    from transformers import EsmForMaskedLM, EsmForProteinFolding
 
+    assert model.language_model.esm is model.trunk.esm
     stock = EsmForProteinFolding.from_pretrained(saved / "fold").eval()
-    esmaa = stock.af2_idx_to_esm_idx(torch.randint(0, 20, (2, 30)), torch.ones(2, 30))
     with torch.no_grad():
-        ref = stock.compute_language_model_representations(esmaa)
-        ours = model._representations(esmaa)
-        assert ref.shape == ours.shape == (2, 30, 3, 32)
-        assert (ref - ours).abs().max() < 1e-5
         a, b = stock.infer(UBQ[:40]), model.trunk.infer(UBQ[:40])
-    assert (a["positions"] - b["positions"]).abs().max() < 1e-3
-    assert torch.allclose(a["plddt"], b["plddt"], atol=1e-5)
-    # the head is the masked LM's: same logits once the LM body is the folding model's
+    assert torch.equal(a["positions"], b["positions"]) and torch.equal(a["plddt"], b["plddt"])
     mlm = EsmForMaskedLM.from_pretrained(saved / "mlm").eval()
     mlm.esm.load_state_dict(stock.esm.state_dict(), strict=False)
     tokens = torch.tensor([[0, 5, 6, 7, 8, 9, 10, 2]])
     with torch.no_grad():
-        assert (mlm(tokens).logits - model.language_model(tokens)["logits"]).abs().max() < 1e-4
+        assert (mlm(tokens).logits - model.language_model(tokens)["logits"]).abs().max() < 1e-5
+    lm = model.language_model
+    assert lm.lm_head.decoder.weight is lm.embed_tokens.weight  # tied, as in ESM-2
 
 
 def test_published_recipe_preset():
@@ -73,11 +70,12 @@ def test_published_recipe_preset():
 
 
 def test_only_lora_trains_and_every_weight_comes_back(model):
-    before = {k: v.clone() for k, v in model.trunk.state_dict().items()}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = [p.requires_grad for p in model.parameters()]
     seen = []
 
     def check(step, lm):  # during TTT: the base weights are untouched, LoRA B moves
-        state = model.trunk.state_dict()
+        state = model.state_dict()
         lora = {k: v for k, v in state.items() if "lora_" in k}
         base = {k.replace(".base_layer", ""): v for k, v in state.items() if "lora_" not in k}
         assert set(base) == set(before)
@@ -95,9 +93,10 @@ def test_only_lora_trains_and_every_weight_comes_back(model):
                     progress=False, callback=check):
         pass
     assert seen[0] == 0 and seen[-1] > 0  # B starts at zero (Gaussian init), then trains
-    after = model.trunk.state_dict()
+    after = model.state_dict()
     assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
     assert not any("lora" in n for n, _ in model.trunk.named_modules())
+    assert [p.requires_grad for p in model.parameters()] == flags
     assert len(result.plddt_per_step) == 3 and result.history[0]["loss"] is None
 
 
@@ -179,8 +178,31 @@ def test_lm_head_from_a_fair_esm_checkpoint(saved, tmp_path):
     lm = model.language_model
     assert torch.equal(lm.lm_head.dense.weight, esm2.lm_head.dense.weight)
     assert torch.equal(lm.lm_head.bias, esm2.lm_head.bias)
-    assert lm.lm_head.weight is lm.embed_tokens.weight
+    assert lm.lm_head.decoder.weight is lm.embed_tokens.weight
     wide, _ = build_esm2(num_layers=1, embed_dim=64, attention_heads=4)
     save_fair_esm_checkpoint(wide, tmp_path / "esm2_wide.pt")
     with pytest.raises(ValueError, match="width 64"):
         folding.load_folding_model(saved / "fold", lm_head=tmp_path / "esm2_wide.pt")
+
+
+def test_transformers_default_config_folds_with_ttt(tmp_path, capsys):
+    """Not every transformers ESM is ESM-2-shaped: absolute positions, an fp16 language model, a
+    feed-forward not 4x the width, no token dropout (EsmConfig's defaults) work the same way."""
+    from transformers import EsmConfig, EsmForMaskedLM, EsmForProteinFolding
+
+    sizes = dict(vocab_size=33, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=48, pad_token_id=1)
+    trunk = {"num_blocks": 1, "sequence_state_dim": 32, "pairwise_state_dim": 16,
+             "sequence_head_width": 16, "pairwise_head_width": 8, "position_bins": 8,
+             "structure_module": {"ipa_dim": 16, "num_angles": 7, "num_blocks": 1, "num_heads_ipa": 2,
+                                  "pairwise_dim": 16, "resnet_dim": 16, "sequence_dim": 32}}
+    torch.manual_seed(0)
+    EsmForProteinFolding(EsmConfig(is_folding_model=True, esmfold_config={
+        "trunk": trunk, "lddt_head_hid_dim": 16}, **sizes)).save_pretrained(tmp_path / "fold")
+    EsmForMaskedLM(EsmConfig(**sizes)).save_pretrained(tmp_path / "mlm")
+    assert cli.main(["fold", "--model", str(tmp_path / "fold"), "--lm-head", str(tmp_path / "mlm"),
+                     UBQ[:30], "--pdb", str(registry.path(UBQ_PDB)), "--ttt-steps", "2",
+                     "--out", str(tmp_path / "out"), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(row["plddt_per_step"]) == 3 and 0 <= row["tm_score_after"] <= 1
+    assert row["loss_per_step"][1] > 0

@@ -1,16 +1,16 @@
 """ESMFold with a language model that test-time training can customise.
 
 ESMFold (Lin et al., Science 2023) folds a protein from the hidden states of every layer of its
-ESM-2 language model. Here the folding trunk is Hugging Face ``transformers``'
-``EsmForProteinFolding`` (pure PyTorch, no OpenFold; ``pip install 'tttlab[fold]'``) and its
-language model is a fair-esm ``ESM2`` built from the same weights, so the TTT engine
-(``engine.ttt``: masking, LoRA through peft, bit-exact reset) trains it unchanged. ESMFold carries
-no masked-LM head; the head comes from the matching ESM-2 masked LM (``lm_head=``: by default
-``esm2_t36_3B_UR50D``, or a local HF ``EsmForMaskedLM`` folder or fair-esm ``.pt`` of the same size).
+ESM-2 language model. Here it is Hugging Face ``transformers``' ``EsmForProteinFolding`` (pure
+PyTorch, no OpenFold; ``pip install 'tttlab[fold]'``), untouched: TTT trains LoRA adapters inside its
+own language model (``trunk.esm``), which ``EsmLanguageModel`` presents to the TTT engine
+(``engine.ttt``: masking, peft LoRA, bit-exact reset) with the masked-LM head ESMFold lacks. The
+head comes from the matching ESM-2 masked LM (``lm_head=``: by default ``esm2_t36_3B_UR50D``, or a
+local transformers ``EsmForMaskedLM`` folder or fair-esm ``.pt`` of the same width).
 
-Precision: the language model is kept in float32 (ESMFold ships it in fp16; the cast is exact),
-so LoRA updates of 4e-4 x gradient are not rounded away; on CUDA its matrix products run under
-bf16 autocast as everywhere in the engine. The trunk keeps the dtype it was loaded in.
+Precision: the language model is kept in float32 (ESMFold ships it in fp16; the cast is exact), so
+LoRA updates of 4e-4 x gradient are not rounded away; on CUDA its matrix products run under bf16
+autocast as everywhere in the engine. The trunk keeps the dtype it was loaded in.
 """
 
 from __future__ import annotations
@@ -23,20 +23,13 @@ import numpy as np
 import torch
 
 from tttlab.common.sequences import check_sequence
-from tttlab.engine.fastpath import set_fast_attention
 from tttlab.engine.models import load_model, resolve_device
 from tttlab.engine.scoring import autocast_for
 
 #: folding models known by name -> (Hugging Face hub id, default masked-LM head)
 FOLD_MODELS = {"esmfold_v1": ("facebook/esmfold_v1", "esm2_t36_3B_UR50D")}
-
-#: fair-esm ESM2 parameter name -> Hugging Face EsmModel parameter name, per layer and global
-_LAYER_NAMES = {
-    "self_attn.q_proj": "attention.self.query", "self_attn.k_proj": "attention.self.key",
-    "self_attn.v_proj": "attention.self.value", "self_attn.out_proj": "attention.output.dense",
-    "self_attn_layer_norm": "attention.LayerNorm", "fc1": "intermediate.dense",
-    "fc2": "output.dense", "final_layer_norm": "LayerNorm",
-}
+#: the masked-LM head's tensors, named alike in transformers' EsmLMHead and fair-esm's RobertaLMHead
+#: (the output projection is the token embedding in both)
 _HEAD_NAMES = ("dense.weight", "dense.bias", "layer_norm.weight", "layer_norm.bias", "bias")
 
 
@@ -87,43 +80,94 @@ class Prediction:
         return pdb.PDBFile.read(io.StringIO(self.pdb)).get_structure(model=1)
 
 
+class EsmLanguageModel(torch.nn.Module):
+    """A transformers ``EsmModel`` (ESMFold's language model, shared, not copied) with a masked-LM
+    head, in the interface the TTT engine uses: ``alphabet`` (fair-esm's ESM-1b alphabet, the same
+    token ids), ``embed_tokens``, ``lm_head``, ``final_hidden``, ``lora_targets``, ``model(tokens)``.
+
+    The head's output projection is the model's token embedding (tied, as in ESM-2). In training
+    mode the transformer's dropout stays off: ESM-2 has none in fair-esm, the published code's model.
+    """
+
+    #: peft target: query, key, value and output projections of every attention block
+    lora_targets = r".*attention\.(self\.(query|key|value)|output\.dense)"
+
+    def __init__(self, esm_model, config):
+        import esm
+        from transformers.models.esm.modeling_esm import EsmLMHead
+
+        super().__init__()
+        alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
+        vocab = list(getattr(config, "vocab_list", None) or alphabet.all_toks)
+        if vocab != list(alphabet.all_toks) or config.vocab_size != len(alphabet):
+            raise ValueError("the folding model's vocabulary is not ESM-2's (the ESM-1b alphabet)")
+        self.esm = esm_model.float()  # fp16 in ESMFold: an exact cast
+        self.lm_head = EsmLMHead(config).float()
+        self.lm_head.decoder.weight = self.embed_tokens.weight
+        self.alphabet = alphabet
+        self.padding_idx, self.mask_idx = alphabet.padding_idx, alphabet.mask_idx
+        self.embed_dim, self.num_layers = config.hidden_size, config.num_hidden_layers
+        self.attention_heads = config.num_attention_heads
+        self.alphabet_size = len(alphabet)
+
+    @property
+    def embed_tokens(self):
+        return self.esm.embeddings.word_embeddings
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.esm.eval()  # no dropout (LoRA adapters have none either)
+        return self
+
+    def final_hidden(self, tokens, rows=None, padded=None):
+        """Hidden states after the last layer norm (B x T x C; with ``rows``, B x k token indices,
+        those rows only)."""
+        x = self.esm(input_ids=tokens, attention_mask=tokens.ne(self.padding_idx).long()
+                     ).last_hidden_state
+        return x if rows is None else x.gather(1, rows[..., None].expand(-1, -1, x.shape[-1]))
+
+    def forward(self, tokens, repr_layers=(), need_head_weights=False, return_contacts=False):
+        """``{"logits": B x T x vocabulary}``, as fair-esm's ``ESM2`` returns them."""
+        return {"logits": self.lm_head(self.final_hidden(tokens))}
+
+
 class FoldingModel:
-    """ESMFold's trunk (``trunk``, a transformers ``EsmForProteinFolding``) folding from the hidden
-    states of ``language_model``, a fair-esm ``ESM2`` with a masked-LM head: customise the latter
-    with ``tttlab.customized`` and ``predict`` folds with the customised model."""
+    """ESMFold (``trunk``, a transformers ``EsmForProteinFolding``) and ``language_model``, the
+    ``EsmLanguageModel`` around its ESM-2: customise the latter with ``tttlab.customized`` and
+    ``predict`` folds with the customised model."""
 
     def __init__(self, trunk, language_model, name: str):
         self.trunk = trunk
         self.language_model = language_model
         self.name = name
-        trunk.esm = language_model  # one module tree: .to(), .parameters() cover both
-        trunk.compute_language_model_representations = self._representations
 
     @property
     def device(self) -> torch.device:
         return next(self.trunk.parameters()).device
 
     def parameters(self):
-        """Every weight: trunk and language model."""
-        return self.trunk.parameters()
+        """Every weight: the trunk (with its language model) and the masked-LM head."""
+        seen = set()
+        for p in list(self.trunk.parameters()) + list(self.language_model.parameters()):
+            if id(p) not in seen:
+                seen.add(id(p))
+                yield p
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Every tensor by name (trunk's, then the head's as ``lm_head.*``)."""
+        state = dict(self.trunk.state_dict())
+        state.update({f"lm_head.{k}": v for k, v in self.language_model.lm_head.state_dict().items()})
+        return state
+
+    def to(self, device):
+        self.trunk.to(device)
+        self.language_model.to(device)
+        return self
 
     def set_chunk_size(self, chunk_size: int | None) -> None:
         """Run the trunk's triangular attention in chunks of ``chunk_size`` rows (less memory on long
         proteins, same result); ``None``: no chunking."""
         self.trunk.trunk.set_chunk_size(chunk_size)
-
-    def _representations(self, esmaa: torch.Tensor) -> torch.Tensor:
-        """``EsmForProteinFolding.compute_language_model_representations`` on the fair-esm model:
-        BOS + residues + EOS (padding after), every layer's hidden state, B x L x layers+1 x C."""
-        lm = self.language_model
-        alphabet = lm.alphabet
-        bos = esmaa.new_full((len(esmaa), 1), alphabet.cls_idx)
-        pad = esmaa.new_full((len(esmaa), 1), alphabet.padding_idx)
-        tokens = torch.cat([bos, esmaa, pad], dim=1)
-        tokens[range(len(tokens)), (tokens != alphabet.padding_idx).sum(1)] = alphabet.eos_idx
-        with autocast_for(tokens.device):
-            out = lm(tokens, repr_layers=range(lm.num_layers + 1))["representations"]
-        return torch.stack([out[i].float() for i in range(lm.num_layers + 1)], dim=2)[:, 1:-1]
 
     @torch.no_grad()
     def predict(self, sequence: str) -> Prediction:
@@ -132,57 +176,21 @@ class FoldingModel:
         lm, was_training = self.language_model, self.language_model.training
         lm.eval()
         try:
-            out = self.trunk.infer(sequence)
+            with autocast_for(self.device):
+                out = self.trunk.infer(sequence)
         finally:
             lm.train(was_training)
         pdb = self.trunk.output_to_pdb(out)[0]
-        plddt = out["plddt"][0].float().cpu().numpy() * 100  # HF: 0-1 per atom37 slot
+        plddt = out["plddt"][0].float().cpu().numpy() * 100  # transformers: 0-1 per atom37 slot
         exists = out["atom37_atom_exists"][0].float().cpu().numpy() > 0
         return Prediction(sequence=sequence, pdb=pdb, plddt=plddt[:, 1],
                           mean_plddt=float(plddt[exists].mean()), ptm=float(out["ptm"]))
 
 
 # ------------------------------------------------------------------------------ loading
-def language_model_from_hf(esm_model, config):
-    """A fair-esm ``ESM2`` holding the weights of a transformers ``EsmModel`` (``config``: its
-    ``EsmConfig``), float32, with the fast path on. The masked-LM head is left as initialised:
-    ``load_lm_head`` fills it."""
-    import esm
-
-    if config.position_embedding_type != "rotary" or getattr(config, "emb_layer_norm_before", False):
-        raise ValueError("only ESM-2 language models (rotary, no embedding layer norm) can be "
-                         "customised")
-    alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
-    vocab = list(getattr(config, "vocab_list", None) or alphabet.all_toks)
-    if vocab != list(alphabet.all_toks):
-        raise ValueError("the folding model's vocabulary is not ESM-2's (ESM-1b alphabet)")
-    lm = esm.model.esm2.ESM2(num_layers=config.num_hidden_layers, embed_dim=config.hidden_size,
-                             attention_heads=config.num_attention_heads, alphabet=alphabet,
-                             token_dropout=config.token_dropout)
-    for module in lm.modules():  # ESM-2 uses 1e-5; a config may say otherwise
-        if isinstance(module, torch.nn.LayerNorm):
-            module.eps = config.layer_norm_eps
-    source = {k: v.float() for k, v in esm_model.state_dict().items()}
-    state = {"embed_tokens.weight": source["embeddings.word_embeddings.weight"],
-             "emb_layer_norm_after.weight": source["encoder.emb_layer_norm_after.weight"],
-             "emb_layer_norm_after.bias": source["encoder.emb_layer_norm_after.bias"]}
-    for i in range(config.num_hidden_layers):
-        for ours, theirs in _LAYER_NAMES.items():
-            for kind in ("weight", "bias"):
-                state[f"layers.{i}.{ours}.{kind}"] = source[f"encoder.layer.{i}.{theirs}.{kind}"]
-    missing, _ = lm.load_state_dict(state, strict=False)
-    left = [k for k in missing if not k.startswith(("lm_head.", "contact_head."))
-            and not k.endswith("rot_emb.inv_freq")]
-    if left:
-        raise ValueError(f"folding model's language model lacks {left[0]}")
-    set_fast_attention(lm.eval())
-    return lm
-
-
-def _head_state(source, device) -> dict[str, torch.Tensor]:
-    """The masked-LM head of ``source`` (fair-esm names: dense, layer_norm, bias): a transformers
-    ``EsmForMaskedLM`` or a local folder of one, or anything ``load_model`` reads (an ESM-2 name, a
-    fair-esm ``.pt``)."""
+def _head_state(source) -> dict[str, torch.Tensor]:
+    """The masked-LM head of ``source`` (``_HEAD_NAMES``): a transformers ``EsmForMaskedLM`` or a
+    local folder of one, or anything ``load_model`` reads (an ESM-2 name, a fair-esm ``.pt``)."""
     if isinstance(source, torch.nn.Module):
         head = source.lm_head.state_dict()
         return {k: head[k] for k in _HEAD_NAMES}
@@ -204,10 +212,9 @@ def _head_state(source, device) -> dict[str, torch.Tensor]:
 
 def load_lm_head(lm, source) -> None:
     """Copy the masked-LM head of ``source`` (an ``EsmForMaskedLM``, a folder of one, an ESM-2 name
-    or a fair-esm ``.pt``) into ``lm``; the output
-    projection stays tied to ``lm``'s token embedding. A head of other dimensions is a one-line
-    ``ValueError``."""
-    head = _head_state(source, "cpu")
+    or a fair-esm ``.pt``) into ``lm`` (an ``EsmLanguageModel``); the output projection stays tied
+    to ``lm``'s token embedding. A head of other dimensions is a one-line ``ValueError``."""
+    head = _head_state(source)
     ours = lm.lm_head.state_dict()
     if any(head[k].shape != ours[k].shape for k in _HEAD_NAMES):
         dim, vocab = head["dense.weight"].shape[1], head["bias"].shape[0]
@@ -246,10 +253,10 @@ def _load_trunk(name_or_dir: str):
 
 def load_folding_model(name_or_dir: str = "esmfold_v1", lm_head=None, device=None,
                        chunk_size: int | None = None) -> FoldingModel:
-    """ESMFold for TTT: the trunk from the transformers cache (``"esmfold_v1"``, downloaded from
+    """ESMFold for TTT: the model from the transformers cache (``"esmfold_v1"``, downloaded from
     ``facebook/esmfold_v1`` when missing) or a local ``save_pretrained`` folder, its language model
-    as a fair-esm ``ESM2`` with the masked-LM head of ``lm_head`` (default for ``esmfold_v1``:
-    ``esm2_t36_3B_UR50D``; required for a local folder), in eval mode on ``device``.
+    with the masked-LM head of ``lm_head`` (default for ``esmfold_v1``: ``esm2_t36_3B_UR50D``;
+    required for a local folder), in eval mode on ``device``.
 
     The language model's ``model_name`` is ``"esmfold_v1"``, so ``preset_for`` gives the published
     ESMFold recipe (``preset("esmfold_v1")``)."""
@@ -259,12 +266,11 @@ def load_folding_model(name_or_dir: str = "esmfold_v1", lm_head=None, device=Non
             raise ValueError(f"{name}: give the masked-LM head of its language model (lm_head= / "
                              "--lm-head: a transformers EsmForMaskedLM folder or an ESM-2 .pt)")
         lm_head = FOLD_MODELS[name][1]
-    trunk = _load_trunk(name)
-    lm = language_model_from_hf(trunk.esm, trunk.config)
+    trunk = _load_trunk(name).eval()
+    lm = EsmLanguageModel(trunk.esm, trunk.config)
     load_lm_head(lm, lm_head)
     lm.model_name = "esmfold_v1"
-    model = FoldingModel(trunk.eval(), lm, name)
-    model.trunk.to(resolve_device(device))
+    model = FoldingModel(trunk, lm, name).to(resolve_device(device))
     if chunk_size:
         model.set_chunk_size(chunk_size)
     return model
@@ -301,9 +307,7 @@ def random_folding_model(device=None, **sizes) -> FoldingModel:
     """``build_folding_model(**sizes)`` ready to use: its random masked LM's head on a fair-esm
     copy of its language model. For demonstrations without weights: the structures mean nothing."""
     fold, mlm = build_folding_model(**sizes)
-    lm = language_model_from_hf(fold.esm, fold.config)
+    lm = EsmLanguageModel(fold.esm, fold.config)
     load_lm_head(lm, mlm)
     lm.model_name = "esmfold_v1"
-    model = FoldingModel(fold, lm, "random ESMFold (tests and CI)")
-    model.trunk.to(resolve_device(device))
-    return model
+    return FoldingModel(fold, lm, "random ESMFold (tests and CI)").to(resolve_device(device))

@@ -118,6 +118,8 @@ def _final_hidden(model, tokens, rows=None, padded=None):
     """
     from tttlab.engine.fastpath import layer_forward, uses_fast_attention
 
+    if hasattr(model, "final_hidden"):  # a model that says how (engine.folding.EsmLanguageModel)
+        return model.final_hidden(tokens, rows=rows, padded=padded)
     padding_mask = tokens.eq(model.padding_idx)
     x = model.embed_scale * model.embed_tokens(tokens)
     if model.token_dropout:

@@ -23,6 +23,7 @@ from tttlab.engine.masking import bert_mask, crop_copies, exact_count_mask
 from tttlab.engine.scoring import (_final_hidden, autocast_for, check_sequence, encode,
                                    model_device, pseudo_perplexity, selected_hidden)
 
+#: fair-esm's attention projections; a model may name its own (``lora_targets``: names or a regex)
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
 
@@ -83,7 +84,7 @@ def _add_lora(model, cfg: TTTConfig):
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("trainable='lora' needs peft: pip install 'tttlab[lora]'") from err
     lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                      target_modules=LORA_TARGETS,
+                      target_modules=getattr(model, "lora_targets", LORA_TARGETS),
                       init_lora_weights="gaussian" if cfg.lora_init == "gaussian" else True)
     flags = {n: p.requires_grad for n, p in model.named_parameters()}  # peft freezes the rest
     with torch.random.fork_rng():
