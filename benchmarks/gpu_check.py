@@ -161,7 +161,8 @@ def peak_memory(model, seq: str, cfg, steps: int) -> dict:
 
 def esmfold_architecture(device, tiny: bool = False):
     """A random-weight ESMFold of esmfold_v1's shape (transformers' default trunk, ESM-2 3B language
-    model in float32), built on ``device``; ``tiny``: ``engine.folding``'s small test model."""
+    model in float32, no dropout), built on ``device``; ``tiny``: ``engine.folding``'s small test
+    model."""
     from transformers import EsmConfig, EsmForProteinFolding
 
     from tttlab.engine import folding
@@ -177,10 +178,11 @@ def esmfold_architecture(device, tiny: bool = False):
                        position_embedding_type="rotary", token_dropout=True, mask_token_id=32,
                        pad_token_id=1, emb_layer_norm_before=False, layer_norm_eps=1e-5,
                        max_position_embeddings=1026, vocab_list=vocab, is_folding_model=True,
+                       hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                        esmfold_config={"fp16_esm": False})
     with torch.device(device):
         trunk = EsmForProteinFolding(config).eval()
-    lm = folding.language_model_from_hf(trunk.esm, config).to(device)
+    lm = folding.EsmLanguageModel(trunk.esm, config).to(device)
     lm.model_name = "esmfold_v1"
     return folding.FoldingModel(trunk, lm, "esmfold_v1 architecture, random weights")
 
