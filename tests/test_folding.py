@@ -206,3 +206,15 @@ def test_transformers_default_config_folds_with_ttt(tmp_path, capsys):
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert len(row["plddt_per_step"]) == 3 and 0 <= row["tm_score_after"] <= 1
     assert row["loss_per_step"][1] > 0
+
+
+def test_esmfold_v1_offline_is_one_line(tmp_path):
+    import os
+
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-m", "tttlab", "fold", "--model", "esmfold_v1",
+                          UBQ[:20], "--ttt-steps", "1", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "esmfold_v1" in lines[0] and "save_pretrained" in lines[0]

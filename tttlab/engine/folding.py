@@ -46,15 +46,19 @@ def _transformers():
 def _quiet_loading():
     """transformers' per-tensor "Loading weights" bar and log chatter off while we load (download
     bars, from huggingface_hub, stay)."""
+    from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging as hf_logging
 
     bar, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hub_level = hub_logging.get_verbosity()
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    hub_logging.set_verbosity_error()  # offline: no "Retrying in 8s" lines before our one-line error
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
+        hub_logging.set_verbosity(hub_level)
         if bar:
             hf_logging.enable_progress_bar()
 
@@ -248,7 +252,9 @@ def _load_trunk(name_or_dir: str):
                 return cls.from_pretrained(where, dtype=torch.float32)
     except (OSError, ValueError, KeyError) as err:
         msg = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise RuntimeError(f"cannot load folding model {name_or_dir}: {msg}") from None
+        hint = ("" if path.is_dir() else " (offline? the weights go to the Hugging Face cache, "
+                "$HF_HOME/hub: fetch them once online, or pass a folder saved with save_pretrained)")
+        raise RuntimeError(f"cannot load folding model {name_or_dir}: {msg}{hint}") from None
 
 
 def load_folding_model(name_or_dir: str = "esmfold_v1", lm_head=None, device=None,
