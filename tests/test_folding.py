@@ -218,3 +218,18 @@ def test_esmfold_v1_offline_is_one_line(tmp_path):
     assert out.returncode != 0 and "Traceback" not in out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "esmfold_v1" in lines[0] and "save_pretrained" in lines[0]
+
+
+def test_fair_esm_backend_without_openfold_is_one_line(tmp_path):
+    pytest.importorskip("esm")
+    try:
+        import openfold  # noqa: F401
+        pytest.skip("OpenFold is installed: the backend would download esmfold_v1")
+    except ImportError:
+        pass
+    out = subprocess.run([sys.executable, "-m", "tttlab", "fold", "--backend", "fair-esm",
+                          UBQ[:20], "--ttt-steps", "1", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "OpenFold" in lines[0]

@@ -28,7 +28,7 @@ def _fold(args) -> int:
         read_chain(args.pdb, args.chain)  # a missing file or chain stops here, before any work
     try:
         model = load_folding_model(args.model, lm_head=args.lm_head, device=args.device,
-                                   chunk_size=args.chunk_size)
+                                   chunk_size=args.chunk_size, backend=args.backend)
     except ImportError as err:
         raise CLIError(str(err)) from None
     for name, seq in records:
@@ -67,6 +67,9 @@ def register_cli(subparsers) -> None:
                    help="masked-LM head of the language model: a transformers EsmForMaskedLM "
                         "folder, an ESM-2 name or a fair-esm .pt of the same size (default for "
                         "esmfold_v1: esm2_t36_3B_UR50D)")
+    p.add_argument("--backend", choices=("transformers", "fair-esm"), default="transformers",
+                   help="transformers' EsmForProteinFolding (default, no OpenFold) or fair-esm's "
+                        "esmfold_v1 (needs OpenFold; brings its own LM head)")
     p.add_argument("--pdb", default=None, help="experimental structure (PDB/mmCIF) to score against")
     p.add_argument("--chain", default=None, help="its chain (default: the first protein chain)")
     p.add_argument("--ttt-steps", type=int, default=30, help="TTT steps (default 30; 0 = none)")

@@ -136,14 +136,16 @@ class EsmLanguageModel(torch.nn.Module):
 
 
 class FoldingModel:
-    """ESMFold (``trunk``, a transformers ``EsmForProteinFolding``) and ``language_model``, the
-    ``EsmLanguageModel`` around its ESM-2: customise the latter with ``tttlab.customized`` and
-    ``predict`` folds with the customised model."""
+    """ESMFold (``trunk``: a transformers ``EsmForProteinFolding``, or fair-esm's ``ESMFold``) and
+    ``language_model``, its ESM-2 with a masked-LM head (an ``EsmLanguageModel``, or fair-esm's own
+    ``ESM2``): customise the latter with ``tttlab.customized`` and ``predict`` folds with the
+    customised model."""
 
-    def __init__(self, trunk, language_model, name: str):
+    def __init__(self, trunk, language_model, name: str, plddt_scale: float = 100.0):
         self.trunk = trunk
         self.language_model = language_model
         self.name = name
+        self.plddt_scale = plddt_scale  # transformers' pLDDT is 0-1, fair-esm's 0-100
 
     @property
     def device(self) -> torch.device:
@@ -171,7 +173,7 @@ class FoldingModel:
     def set_chunk_size(self, chunk_size: int | None) -> None:
         """Run the trunk's triangular attention in chunks of ``chunk_size`` rows (less memory on long
         proteins, same result); ``None``: no chunking."""
-        self.trunk.trunk.set_chunk_size(chunk_size)
+        (getattr(self.trunk, "set_chunk_size", None) or self.trunk.trunk.set_chunk_size)(chunk_size)
 
     @torch.no_grad()
     def predict(self, sequence: str) -> Prediction:
@@ -185,7 +187,7 @@ class FoldingModel:
         finally:
             lm.train(was_training)
         pdb = self.trunk.output_to_pdb(out)[0]
-        plddt = out["plddt"][0].float().cpu().numpy() * 100  # transformers: 0-1 per atom37 slot
+        plddt = out["plddt"][0].float().cpu().numpy() * self.plddt_scale  # per atom37 slot
         exists = out["atom37_atom_exists"][0].float().cpu().numpy() > 0
         return Prediction(sequence=sequence, pdb=pdb, plddt=plddt[:, 1],
                           mean_plddt=float(plddt[exists].mean()), ptm=float(out["ptm"]))
@@ -257,16 +259,45 @@ def _load_trunk(name_or_dir: str):
         raise RuntimeError(f"cannot load folding model {name_or_dir}: {msg}{hint}") from None
 
 
+def _fair_esm_esmfold() -> FoldingModel:
+    """fair-esm's ``esmfold_v1`` (needs OpenFold): its ESM-2 3B already carries the masked-LM head,
+    and is fair-esm's ``ESM2``, so the engine's fast path trains it. Not run in this project (no
+    OpenFold here)."""
+    import esm
+
+    from tttlab.engine.fastpath import set_fast_attention
+
+    try:
+        trunk = esm.pretrained.esmfold_v1()
+    except ImportError as err:
+        raise ImportError(f"fair-esm's esmfold_v1 needs OpenFold ({err}); the transformers backend "
+                          "(the default) does not") from None
+    lm = set_fast_attention(trunk.esm.float())  # fp16 in ESMFold: an exact cast
+    lm.model_name = "esmfold_v1"
+    return FoldingModel(trunk.eval(), lm, "esmfold_v1 (fair-esm)", plddt_scale=1.0)
+
+
 def load_folding_model(name_or_dir: str = "esmfold_v1", lm_head=None, device=None,
-                       chunk_size: int | None = None) -> FoldingModel:
+                       chunk_size: int | None = None, backend: str = "transformers"
+                       ) -> FoldingModel:
     """ESMFold for TTT: the model from the transformers cache (``"esmfold_v1"``, downloaded from
     ``facebook/esmfold_v1`` when missing) or a local ``save_pretrained`` folder, its language model
     with the masked-LM head of ``lm_head`` (default for ``esmfold_v1``: ``esm2_t36_3B_UR50D``;
     required for a local folder), in eval mode on ``device``.
 
-    The language model's ``model_name`` is ``"esmfold_v1"``, so ``preset_for`` gives the published
-    ESMFold recipe (``preset("esmfold_v1")``)."""
+    ``backend="fair-esm"``: fair-esm's ``esmfold_v1`` instead (needs OpenFold; it brings its own
+    head, so ``lm_head`` must be None). The language model's ``model_name`` is ``"esmfold_v1"``, so
+    ``preset_for`` gives the published ESMFold recipe (``preset("esmfold_v1")``)."""
     name = str(name_or_dir)
+    if backend not in ("transformers", "fair-esm"):
+        raise ValueError(f"backend must be 'transformers' or 'fair-esm', got {backend!r}")
+    if backend == "fair-esm":
+        if name != "esmfold_v1" or lm_head is not None:
+            raise ValueError("the fair-esm backend loads esmfold_v1 only, with its own LM head")
+        model = _fair_esm_esmfold().to(resolve_device(device))
+        if chunk_size:
+            model.set_chunk_size(chunk_size)
+        return model
     if lm_head is None:
         if name not in FOLD_MODELS:
             raise ValueError(f"{name}: give the masked-LM head of its language model (lm_head= / "
