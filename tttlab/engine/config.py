@@ -191,7 +191,18 @@ def preset(model_name: str = "tttlab-mini", **overrides) -> TTTConfig:
     Every ESM-2 size has its own: 35M, 650M and 3B (ESMFold's LoRA) are ProteinTTT's published
     settings; 8M, 150M and 15B follow a stated rule (learning rate on the power law through the
     published points, batch of the nearest published size; see ``PRESETS``' comment and
-    ``PRESET_SOURCES``)."""
+    ``PRESET_SOURCES``).
+
+    ``"esmfold_v1"`` (``tttlab fold``) is ProteinTTT's ``DEFAULT_ESMFOLD_TTT_CFG``
+    (``proteinttt/models/esmfold.py``, commit fb33da6), value by value: SGD and momentum 0 (its
+    ``TTTConfig`` defaults), ``lr=4e-4``, ``batch_size=4``, ``ags=4``, ``steps=30``,
+    ``lora_rank=8``, ``lora_alpha=32.0`` (lora_diffusion's ``scale``: the branch x 32, i.e.
+    peft ``lora_alpha=256``; its up-projection starts at zero, its down-projection Gaussian with
+    std 1/r), LoRA on every ``MultiheadAttention``'s linear layers (q, k, v, out), loss
+    ``cross_entropy`` (its default: the masked tokens, mean per copy then over copies), 15 %
+    masking 80/10/10 and 1,024-token crops (defaults), and ``automatic_best_state_reset`` keeping
+    the step with the highest confidence, the mean pLDDT of ``_ttt_eval_step`` (step 0 included,
+    ties to the earlier step)."""
     known = {f.name for f in fields(TTTConfig)}
     bad = set(overrides) - known
     if bad:
