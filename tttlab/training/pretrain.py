@@ -550,14 +550,16 @@ def heldout_chains(data_dir: Path, n: int = 50, max_len: int = 0) -> list[str]:
 
 def evaluate_pretrained(model, data_dir: Path, unigram: dict[str, float], n_heldout: int = 50,
                         progress: bool = True) -> dict:
-    """Pseudo-perplexity of ``model`` vs the unigram baseline on held-out chains and on pfam40."""
+    """Pseudo-perplexity of ``model`` vs the unigram baseline on ``n_heldout`` held-out chains (none
+    when 0) and on pfam40."""
     from tqdm.auto import tqdm
 
     from tttlab.engine.scoring import pseudo_perplexity
 
-    sets = {"heldout": heldout_chains(data_dir, n_heldout),
+    sets = {"heldout": heldout_chains(data_dir, n_heldout) if n_heldout else [],
             "pfam40": [pdb_sequence(f) for f in sorted((data_dir / "structures" / "pfam40")
                                                        .glob("*.pdb"))]}
+    sets = {name: seqs for name, seqs in sets.items() if seqs}
     out = {}
     for name, seqs in sets.items():
         seqs = [s.replace("X", "") for s in seqs]
