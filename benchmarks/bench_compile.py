@@ -11,14 +11,18 @@ Prints one JSON line. Needs a C++ compiler (inductor). Run it on an otherwise id
 import argparse
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from tttlab.engine import fastpath
-from tttlab.engine.masking import bert_mask
-from tttlab.engine.models import build_esm2
-from tttlab.training.pretrain import SIZES, _chunk_loss, bert_init
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from profile_step import pretrain_chunk  # noqa: E402
+from tttlab.engine import fastpath  # noqa: E402
+from tttlab.training.pretrain import SIZES  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -27,18 +31,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    model, alphabet = build_esm2(*SIZES[args.size])
-    bert_init(model)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    gen = torch.Generator().manual_seed(0)
-    tokens = torch.randint(4, 24, (8, 512), generator=gen)
-    tokens[:, 0], tokens[:, -1] = alphabet.cls_idx, alphabet.eos_idx
-    corrupted, selected = bert_mask(tokens, alphabet, gen)
-
-    def chunk():
-        loss = _chunk_loss(model, tokens, corrupted, selected, int(selected.sum()))
-        torch.autograd.grad(loss, params, allow_unused=True)
+    chunk = pretrain_chunk(args.size)
+    tokens = 8 * 512
 
     def timed():
         times = []
@@ -60,7 +54,7 @@ def main(argv=None) -> dict:
     finally:
         fastpath.layer_forward = eager_layer
     saved = eager - compiled
-    out = {"size": args.size, "tokens": tokens.numel(), "threads": 1,
+    out = {"size": args.size, "tokens": tokens, "threads": 1,
            "eager_chunk_s": round(eager, 3), "compiled_chunk_s": round(compiled, 3),
            "speedup": round(eager / compiled, 3), "compile_s": round(first - compiled, 1),
            "break_even_chunks": round((first - compiled) / saved) if saved > 0 else None}
