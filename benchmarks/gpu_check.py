@@ -181,10 +181,8 @@ def esmfold_architecture(device, tiny: bool = False):
                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                        esmfold_config={"fp16_esm": False})
     with torch.device(device):
-        trunk = EsmForProteinFolding(config).eval()
-    lm = folding.EsmLanguageModel(trunk.esm, config).to(device)
-    lm.model_name = "esmfold_v1"
-    return folding.FoldingModel(trunk, lm, "esmfold_v1 architecture, random weights")
+        trunk = EsmForProteinFolding(config)
+    return folding.folding_model(trunk, None, "esmfold_v1 architecture, random weights").to(device)
 
 
 def fold_check(kind: str, device, length: int, steps: int) -> dict:

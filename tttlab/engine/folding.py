@@ -197,21 +197,19 @@ class FoldingModel:
 def _head_state(source) -> dict[str, torch.Tensor]:
     """The masked-LM head of ``source`` (``_HEAD_NAMES``): a transformers ``EsmForMaskedLM`` or a
     local folder of one, or anything ``load_model`` reads (an ESM-2 name, a fair-esm ``.pt``)."""
-    if isinstance(source, torch.nn.Module):
-        head = source.lm_head.state_dict()
-        return {k: head[k] for k in _HEAD_NAMES}
-    path = Path(str(source)).expanduser()
-    if path.is_dir():
+    path = None if isinstance(source, torch.nn.Module) else Path(str(source)).expanduser()
+    if path is None:
+        model = source
+    elif path.is_dir():
         transformers = _transformers()
         try:
             with _quiet_loading():
-                mlm = transformers.EsmForMaskedLM.from_pretrained(str(path), dtype=torch.float32)
+                model = transformers.EsmForMaskedLM.from_pretrained(str(path), dtype=torch.float32)
         except (OSError, ValueError) as err:
             raise ValueError(f"--lm-head {source}: not a transformers EsmForMaskedLM folder "
                              f"({str(err).splitlines()[0][:160]})") from None
-        head = mlm.lm_head.state_dict()
-        return {k: head[k] for k in _HEAD_NAMES}
-    model, _ = load_model(str(source), device="cpu")
+    else:
+        model, _ = load_model(str(source), device="cpu")
     head = model.lm_head.state_dict()
     return {k: head[k] for k in _HEAD_NAMES}
 
@@ -294,23 +292,29 @@ def load_folding_model(name_or_dir: str = "esmfold_v1", lm_head=None, device=Non
     if backend == "fair-esm":
         if name != "esmfold_v1" or lm_head is not None:
             raise ValueError("the fair-esm backend loads esmfold_v1 only, with its own LM head")
-        model = _fair_esm_esmfold().to(resolve_device(device))
-        if chunk_size:
-            model.set_chunk_size(chunk_size)
-        return model
-    if lm_head is None:
-        if name not in FOLD_MODELS:
-            raise ValueError(f"{name}: give the masked-LM head of its language model (lm_head= / "
-                             "--lm-head: a transformers EsmForMaskedLM folder or an ESM-2 .pt)")
-        lm_head = FOLD_MODELS[name][1]
-    trunk = _load_trunk(name).eval()
-    lm = EsmLanguageModel(trunk.esm, trunk.config)
-    load_lm_head(lm, lm_head)
-    lm.model_name = "esmfold_v1"
-    model = FoldingModel(trunk, lm, name).to(resolve_device(device))
+        model = _fair_esm_esmfold()
+    else:
+        if lm_head is None:
+            if name not in FOLD_MODELS:
+                raise ValueError(f"{name}: give the masked-LM head of its language model (lm_head= "
+                                 "/ --lm-head: a transformers EsmForMaskedLM folder or an ESM-2 .pt)")
+            lm_head = FOLD_MODELS[name][1]
+        model = folding_model(_load_trunk(name), lm_head, name)
+    model.to(resolve_device(device))
     if chunk_size:
         model.set_chunk_size(chunk_size)
     return model
+
+
+def folding_model(trunk, lm_head, name: str) -> FoldingModel:
+    """A transformers ``EsmForProteinFolding`` (eval mode) ready for TTT: its language model as an
+    ``EsmLanguageModel`` with the head of ``lm_head`` (see ``load_lm_head``; ``None`` keeps a
+    freshly initialised head), named ``esmfold_v1`` for ``preset_for``."""
+    lm = EsmLanguageModel(trunk.esm, trunk.config)
+    if lm_head is not None:
+        load_lm_head(lm, lm_head)
+    lm.model_name = "esmfold_v1"
+    return FoldingModel(trunk.eval(), lm, name)
 
 
 def build_folding_model(layers: int = 2, width: int = 32, heads: int = 4, trunk_blocks: int = 1,
@@ -344,7 +348,4 @@ def random_folding_model(device=None, **sizes) -> FoldingModel:
     """``build_folding_model(**sizes)`` ready to use: its random masked LM's head on a fair-esm
     copy of its language model. For demonstrations without weights: the structures mean nothing."""
     fold, mlm = build_folding_model(**sizes)
-    lm = EsmLanguageModel(fold.esm, fold.config)
-    load_lm_head(lm, mlm)
-    lm.model_name = "esmfold_v1"
-    return FoldingModel(fold, lm, "random ESMFold (tests and CI)").to(resolve_device(device))
+    return folding_model(fold, mlm, "random ESMFold (tests and CI)").to(resolve_device(device))

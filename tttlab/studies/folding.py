@@ -109,7 +109,7 @@ def fold_with_ttt(model: FoldingModel, sequence: str, cfg: TTTConfig | None = No
                     callback=after_step) as result:
         history = [{k: h[k] for k in ("step", "loss", "plddt", "seconds")}
                    for h in result.history]
-        best = result.best_step if result.best_step is not None else 0
+        best = result.best_step  # never None: step 0 is always folded and kept if best
     last = history[-1]["step"]
     wanted = set(kept) if keep_all else {0, best, last}
     predictions = {s: kept[s] for s in sorted(wanted)}
@@ -134,19 +134,11 @@ def compare_to_reference(prediction: Prediction, reference_atoms) -> dict:
     import biotite.structure as struc
     import tmtools
 
-    ref = [r for r in chain_residues(reference_atoms) if np.isfinite(r["ca"]).all()]
-    if len(ref) < 3:
-        raise ValueError("the reference chain has fewer than 3 residues with a C-alpha atom")
-    pred_atoms = prediction.atoms()
-    pred = chain_residues(pred_atoms)
+    ref, pred, _, pairs = _paired_residues(prediction, reference_atoms)
     pred_ca = np.array([r["ca"] for r in pred])
-    ref_ca = np.array([r["ca"] for r in ref])
-    pred_seq = "".join(r["letter"] for r in pred)
-    ref_seq = "".join(r["letter"] for r in ref)
-    tm = tmtools.tm_align(pred_ca, ref_ca, pred_seq, ref_seq).tm_norm_chain2
-    pairs = align_to_chain(prediction.sequence, ref)
-    if len(pairs) < 3:
-        raise ValueError("the sequence and the reference chain share fewer than 3 aligned residues")
+    tm = tmtools.tm_align(pred_ca, np.array([r["ca"] for r in ref]),
+                          "".join(r["letter"] for r in pred),
+                          "".join(r["letter"] for r in ref)).tm_norm_chain2
     ca_ref = struc.array([_ca_atom(ref[k]["ca"], n) for n, (_, k) in enumerate(pairs)])
     ca_pred = struc.array([_ca_atom(pred_ca[i], n) for n, (i, _) in enumerate(pairs)])
     lddt = float(struc.lddt(ca_ref, ca_pred))
@@ -167,7 +159,7 @@ def confidence_table(model: FoldingModel, structures, progress: bool = True):
         target = read_pdb_target(path)
         seq = target.sequence.replace("X", "")  # residues missing from the chain are not folded
         pred = model.predict(seq)
-        scores = compare_to_reference(pred, read_chain(path)[0])
+        scores = compare_to_reference(pred, target.atoms)
         rows.append({"id": target.id, "path": str(path), "sequence": seq, "length": len(seq),
                      "mean_plddt": pred.mean_plddt, "tm_score": scores["tm_score"],
                      "lddt": scores["lddt"]})
@@ -179,14 +171,25 @@ def superimposed(prediction: Prediction, reference_atoms):
     the C-alpha atoms the sequence alignment pairs (``align_to_chain``), for drawing them together."""
     import biotite.structure as struc
 
-    ref = [r for r in chain_residues(reference_atoms) if np.isfinite(r["ca"]).all()]
-    pred_atoms = prediction.atoms()
-    pred_ca = np.array([r["ca"] for r in chain_residues(pred_atoms)])
-    pairs = align_to_chain(prediction.sequence, ref)
+    ref, pred, pred_atoms, pairs = _paired_residues(prediction, reference_atoms)
     fixed = np.array([ref[k]["ca"] for _, k in pairs])
-    mobile = np.array([pred_ca[i] for i, _ in pairs])
+    mobile = np.array([pred[i]["ca"] for i, _ in pairs])
     _, transform = struc.superimpose(fixed, mobile)
     return transform.apply(pred_atoms)
+
+
+def _paired_residues(prediction: Prediction, reference_atoms):
+    """The reference's residues with a C-alpha, the prediction's residues and atoms, and the
+    (prediction, reference) residue index pairs of ``align_to_chain``; fewer than 3 of either is a
+    one-line ``ValueError``."""
+    ref = [r for r in chain_residues(reference_atoms) if np.isfinite(r["ca"]).all()]
+    if len(ref) < 3:
+        raise ValueError("the reference chain has fewer than 3 residues with a C-alpha atom")
+    pred_atoms = prediction.atoms()
+    pairs = align_to_chain(prediction.sequence, ref)
+    if len(pairs) < 3:
+        raise ValueError("the sequence and the reference chain share fewer than 3 aligned residues")
+    return ref, chain_residues(pred_atoms), pred_atoms, pairs
 
 
 def _ca_atom(coord, number: int):
