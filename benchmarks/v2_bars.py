@@ -45,8 +45,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args(argv)
     data_dir = registry.data_dir()
-    model, _ = load_model(args.model, device="cpu")
-    meta = json.loads(Path(args.model).with_suffix(".json").read_text())
+    meta_path = Path(args.model).with_suffix(".json")
+    if not meta_path.is_file():
+        parser.error(f"{meta_path} is missing: the checkpoint needs its .json (unigram baseline); "
+                     "export one with tttlab pretrain --snapshot")
+    try:
+        model, _ = load_model(args.model, device="cpu")
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
+    meta = json.loads(meta_path.read_text())
     out, start = {"model": args.model, "bars": BARS}, time.perf_counter()
 
     parts, out["passed"] = set(args.parts.split(",")), {}

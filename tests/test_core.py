@@ -111,6 +111,10 @@ def test_empty_and_foreign_checkpoints_give_one_line_errors(tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(ValueError, match="not a readable"):
         load_model(empty, device="cpu")
+    text = tmp_path / "esm2_text.pt"  # torch.load raises KeyError on these bytes
+    text.write_bytes(b"junk\n")
+    with pytest.raises(ValueError, match="not a readable"):
+        load_model(text, device="cpu")
     foreign = tmp_path / "esm2_foreign.pt"
     torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
     with pytest.raises(ValueError, match="needs 'cfg' and 'model'"):

@@ -61,7 +61,7 @@ def _read_checkpoint(path: Path) -> dict:
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise ValueError(f"{path}: refused, not a weights-only checkpoint ({first[:160]})") from None
-    except (EOFError, RuntimeError, OSError) as err:
+    except (EOFError, RuntimeError, OSError, KeyError, ValueError) as err:  # e.g. text bytes
         raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
                          f"{str(err).splitlines()[0][:160] if str(err) else 'empty file'})") from None
     if not isinstance(data, dict):
