@@ -533,19 +533,30 @@ def unigram_log_probs(seqs: list[str]) -> dict[str, float]:
     return {a: math.log(n / total) for a, n in counts.items()}
 
 
-def heldout_chains(data_dir: Path, n: int = 50, max_len: int = 0) -> list[str]:
-    """Validation chains by the run's fixed hash rule (sha1 % 20 == 0), sorted, first ``n``.
+def validation_sequences(data_dir: Path, cfg: PretrainConfig = PretrainConfig()) -> list[str]:
+    """The run's validation set, sorted: every distinct corpus sequence of at least ``cfg.min_length``
+    standard letters with sha1(sequence) % ``cfg.val_modulus`` == 0 that is not similar to an
+    evaluation protein. It is the set ``filter_corpus`` holds out (the same rule applied to the few
+    candidates only, so it takes seconds, not the full filter's minutes); no training sequence is
+    similar to any of them."""
+    from tttlab.training.leakage import similar_to
 
-    They were never trained on: either held out, or removed by the leakage filter."""
-    seqs = set()
-    for sub in ("flip_secondary_structure", "flip_conservation"):
-        for _, s in read_fasta(data_dir / "sequences" / sub / "sequences.fasta.gz"):
-            s = s.upper()
-            if len(s) >= 30 and set(s) <= set(STANDARD_AA) and \
-                    int(hashlib.sha1(s.encode()).hexdigest(), 16) % 20 == 0:
-                seqs.add(s)
-    out = sorted(seqs)[:n]
-    return [s[:max_len] for s in out] if max_len else out
+    allowed = set(STANDARD_AA) | {"X"}
+    candidates = sorted({s for s in (seq.upper() for _, seq in corpus_records(data_dir))
+                         if len(s) >= cfg.min_length and _is_val(s, cfg.val_modulus)
+                         and set(s) <= allowed})
+    flags = similar_to(candidates, list(evaluation_sequences(data_dir).values()), cfg.kmer_exact,
+                       cfg.kmer_homology, cfg.homology_hits)
+    return [s for s, hit in zip(candidates, flags.any(axis=1)) if not hit]
+
+
+def heldout_chains(data_dir: Path, n: int = 50, max_len: int = 0,
+                   cfg: PretrainConfig = PretrainConfig()) -> list[str]:
+    """The first ``n`` validation sequences (``validation_sequences``) without X, each cut to
+    ``max_len`` residues when given: proteins the model never trained on, none of them similar to an
+    evaluation protein (for measuring perplexity and choosing the TTT preset)."""
+    seqs = [s for s in validation_sequences(data_dir, cfg) if "X" not in s][:n]
+    return [s[:max_len] for s in seqs] if max_len else seqs
 
 
 def evaluate_pretrained(model, data_dir: Path, unigram: dict[str, float], n_heldout: int = 50,
