@@ -115,3 +115,25 @@ def test_pretrain_resumes_bit_exactly_and_continues_from_a_snapshot(tmp_path):
     assert cont["history"][-1]["step"] == 6  # nothing left to train: the weights are the snapshot's
     for p, q in zip(straight["model"].parameters(), cont["model"].parameters()):
         torch.testing.assert_close(p, q, atol=2e-3, rtol=1e-3)  # fp16 rounding only
+
+
+def test_evaluate_command_reads_the_model_json_and_needs_it(tmp_path, data_dir, capsys):
+    from tttlab.cli.main import main
+    from tttlab.engine.models import build_esm2, save_fair_esm_checkpoint
+    from tttlab.training.pretrain import unigram_log_probs
+
+    model, _ = build_esm2(1, 16, 2, seed=0)
+    weights = tmp_path / "esm2_tiny.pt"
+    save_fair_esm_checkpoint(model, weights)
+    argv = ["pretrain", "--data-dir", str(data_dir), "--evaluate", str(weights), "--heldout", "0"]
+    assert main(argv) == 2
+    assert "esm2_tiny.json not found" in capsys.readouterr().err
+    meta = {"config": {"num_layers": 1, "embed_dim": 16, "attention_heads": 2, "an_old_key": 1},
+            "unigram_log_probs": unigram_log_probs(["ACDEFGHIKLMNPQRSTVWY"])}
+    weights.with_suffix(".json").write_text(json.dumps(meta))
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out) == ["pfam40"] and out["pfam40"]["proteins"] == 40
+    # uniform amino acids: the unigram perplexity is 20 on any residues
+    assert out["pfam40"]["unigram_perplexity"] == pytest.approx(20.0, abs=1e-3)
+    assert out["pfam40"]["pseudo_perplexity"] > 1

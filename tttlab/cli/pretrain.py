@@ -18,11 +18,18 @@ def _run(args):
 
         data_dir = default_dir()
     if args.evaluate:
-        from tttlab.engine.models import load_model
+        from tttlab.engine.models import MINI_PATH, load_model
 
-        model, _ = load_model(args.export, device="cpu")
-        meta = json.loads(Path(args.export).with_suffix(".json").read_text())
-        print(json.dumps(evaluate_pretrained(model, data_dir, meta["unigram_log_probs"]), indent=1))
+        weights = Path(args.evaluate) if args.evaluate != "tttlab-mini" else MINI_PATH
+        meta_path = weights.with_suffix(".json")
+        if not meta_path.is_file():
+            raise ValueError(f"{meta_path} not found: --evaluate needs the .json that "
+                             "`tttlab pretrain` writes beside the weights (its unigram baseline)")
+        model, _ = load_model(str(weights), device="cpu")
+        meta = json.loads(meta_path.read_text())
+        print(json.dumps(evaluate_pretrained(model, data_dir, meta["unigram_log_probs"],
+                                             n_heldout=args.heldout,
+                                             config=PretrainConfig.from_dict(meta["config"])), indent=1))
         return 0
     if args.check_leakage:
         print(json.dumps(check_leakage(data_dir, Path(args.check_leakage)), indent=1))
@@ -63,8 +70,12 @@ def _add_arguments(parser):
     parser.add_argument("--check-leakage", default=None, metavar="TRAIN_IDS",
                         help="audit a train_ids.txt.gz against every evaluation protein, then exit")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    parser.add_argument("--evaluate", action="store_true",
-                        help="only measure pseudo-perplexity vs the unigram baseline")
+    parser.add_argument("--evaluate", nargs="?", const="tttlab-mini", default=None, metavar="PT",
+                        help="only measure pseudo-perplexity vs the unigram baseline on held-out "
+                             "sequences and the pfam40 domains, of PT (its .json beside it; "
+                             "default: the bundled tttlab-mini), then exit")
+    parser.add_argument("--heldout", type=int, default=50,
+                        help="with --evaluate: how many validation sequences (default 50)")
 
 
 def register_cli(subparsers) -> None:

@@ -12,7 +12,7 @@ import json
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import partial
 from pathlib import Path
 
@@ -50,6 +50,13 @@ class PretrainConfig:
     kmer_homology: int = 12  # ... and so do >= homology_hits shared k-mers of this length
     homology_hits: int = 3
     seed: int = 0
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "PretrainConfig":
+        """The configuration a model's ``.json`` records (keys this version does not know are
+        ignored, so older files still load)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
 
     @property
     def tokens_planned(self) -> int:
@@ -560,14 +567,14 @@ def heldout_chains(data_dir: Path, n: int = 50, max_len: int = 0,
 
 
 def evaluate_pretrained(model, data_dir: Path, unigram: dict[str, float], n_heldout: int = 50,
-                        progress: bool = True) -> dict:
-    """Pseudo-perplexity of ``model`` vs the unigram baseline on ``n_heldout`` held-out chains (none
-    when 0) and on pfam40."""
+                        progress: bool = True, config: PretrainConfig = PretrainConfig()) -> dict:
+    """Pseudo-perplexity of ``model`` vs the unigram baseline on the first ``n_heldout`` validation
+    sequences of a run with ``config`` (none when 0) and on the 40 pfam40 domains."""
     from tqdm.auto import tqdm
 
     from tttlab.engine.scoring import pseudo_perplexity
 
-    sets = {"heldout": heldout_chains(data_dir, n_heldout) if n_heldout else [],
+    sets = {"heldout": heldout_chains(data_dir, n_heldout, cfg=config) if n_heldout else [],
             "pfam40": [pdb_sequence(f) for f in sorted((data_dir / "structures" / "pfam40")
                                                        .glob("*.pdb"))]}
     sets = {name: seqs for name, seqs in sets.items() if seqs}
