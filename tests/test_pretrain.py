@@ -26,7 +26,7 @@ def test_mini_beats_unigram_on_heldout_chains(mini, data_dir):
     model, _ = mini
     meta = json.loads(MINI_PATH.with_suffix(".json").read_text())
     unigram = meta["unigram_log_probs"]
-    seqs = heldout_chains(data_dir, n=6, max_len=120)
+    seqs = heldout_chains(data_dir, n=6, max_len=120, cfg=PretrainConfig.from_dict(meta["config"]))
     n = sum(map(len, seqs))
     model_nll = sum(math.log(pseudo_perplexity(model, s)) * len(s) for s in seqs)
     base_nll = -sum(unigram[c] for s in seqs for c in s)
