@@ -137,3 +137,32 @@ def test_evaluate_command_reads_the_model_json_and_needs_it(tmp_path, data_dir, 
     # uniform amino acids: the unigram perplexity is 20 on any residues
     assert out["pfam40"]["unigram_perplexity"] == pytest.approx(20.0, abs=1e-3)
     assert out["pfam40"]["pseudo_perplexity"] > 1
+
+
+def test_bf16_step_matches_the_float32_step_to_bf16_rounding():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tttlab.engine.masking import bert_mask
+    from tttlab.engine.models import build_esm2
+    from tttlab.training.pretrain import bert_init, optimiser_step
+
+    gen = torch.Generator().manual_seed(0)
+    model, alphabet = build_esm2(2, 64, 4, seed=0)
+    bert_init(model)
+    model.train()
+    tokens = torch.randint(4, 24, (4, 66), generator=gen)
+    tokens[:, 0], tokens[:, -1] = alphabet.cls_idx, alphabet.eos_idx
+    corrupted, selected = bert_mask(tokens, alphabet, gen)
+    params = [p for p in model.parameters() if p.requires_grad]
+    losses, grads = [], []
+    with ThreadPoolExecutor(2) as pool:
+        for bf16 in (False, True):
+            opt = torch.optim.SGD(params, lr=0.0)  # gradients only; weights unchanged
+            loss = optimiser_step(model, opt, params, tokens, corrupted, selected, 1e9, pool, 2,
+                                  bf16=bf16)
+            losses.append(loss.item())
+            grads.append(torch.cat([p.grad.flatten() for p in params if p.grad is not None]))
+            assert loss.dtype == torch.float32 and all(p.dtype == torch.float32 for p in params)
+    assert losses[1] == pytest.approx(losses[0], rel=1e-2)
+    assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0) > 0.99
+    assert not torch.equal(grads[0], grads[1])  # bf16 really ran

@@ -333,24 +333,31 @@ def masked_logits(model, corrupted: torch.Tensor, selected: torch.Tensor) -> tor
 
 
 def optimiser_step(model, opt, params, tokens, corrupted, selected, grad_clip: float, pool=None,
-                   workers: int = 1) -> torch.Tensor:
+                   workers: int = 1, bf16: bool = False) -> torch.Tensor:
     """One step on a batch's mean masked cross-entropy (returned): gradients from ``workers`` row
     chunks run side by side (``engine.ttt.accumulate_gradients``; one chunk per CPU core in
-    ``pretrain``), norm clipped to ``grad_clip``, then ``opt.step()``."""
+    ``pretrain``), norm clipped to ``grad_clip``, then ``opt.step()``.
+
+    ``bf16``: the forward runs under bfloat16 autocast (matrix products and attention in bf16;
+    weights, gradients, optimiser and the loss stay float32), as mixed-precision training does."""
     chunks = torch.arange(len(tokens)).chunk(workers)
     loss = accumulate_gradients(params, [
         partial(_chunk_loss, model, tokens[rows], corrupted[rows], selected[rows],
-                int(selected.sum())) for rows in chunks], len(chunks), pool)
+                int(selected.sum()), bf16) for rows in chunks], len(chunks), pool)
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     opt.step()
     return loss
 
 
-def _chunk_loss(model, tokens, corrupted, selected, n_selected: int) -> torch.Tensor:
+def _chunk_loss(model, tokens, corrupted, selected, n_selected: int,
+                bf16: bool = False) -> torch.Tensor:
     """Summed masked cross-entropy of some rows of a batch over ``n_selected``, the batch's count:
-    the chunks of a batch add up to its mean."""
-    logits = masked_logits(model, corrupted, selected)
-    return F.cross_entropy(logits, tokens[selected], reduction="sum") / n_selected
+    the chunks of a batch add up to its mean. Autocast is entered here, in the thread that runs the
+    chunk (autocast state is per thread)."""
+    device = tokens.device.type
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+        logits = masked_logits(model, corrupted, selected)
+    return F.cross_entropy(logits.float(), tokens[selected], reduction="sum") / n_selected
 
 
 @torch.no_grad()
@@ -453,7 +460,7 @@ def _validation_point(model, alphabet, val, cfg: PretrainConfig, state: dict, lo
 
 def pretrain(data_dir: Path, run_dir: Path, cfg: PretrainConfig = PretrainConfig(),
              export: Path | None = None, max_seconds: float = 0.0, progress: bool = True,
-             corpus_dir: Path | None = None, init: Path | None = None) -> dict:
+             corpus_dir: Path | None = None, init: Path | None = None, bf16: bool = False) -> dict:
     """Run (or resume) pretraining in ``run_dir`` (full checkpoint: weights, optimiser, step, RNG is a
     function of seed and step); exports fair-esm files to ``export`` (default ``run_dir/model.pt``).
 
@@ -463,7 +470,12 @@ def pretrain(data_dir: Path, run_dir: Path, cfg: PretrainConfig = PretrainConfig
 
     ``init``: a fresh ``run_dir`` on another machine continues from exported weights (the committed
     snapshot and its ``.json``): same configuration, schedule resumed at the snapshot's step, a new
-    optimiser whose learning rate ramps up again over ``warmup_steps // 4`` steps."""
+    optimiser whose learning rate ramps up again over ``warmup_steps // 4`` steps.
+
+    ``bf16``: train under bfloat16 autocast (``optimiser_step``); 1.26x per step on an AVX-512-BF16
+    CPU (``benchmarks/bench_pretrain_step.py``), slower on CPUs without bf16 instructions. The
+    precision is an execution setting, not part of the run's configuration: a run may switch, and
+    every curve point trained that way says ``"precision": "bf16"``. Validation stays float32."""
     from tqdm.auto import tqdm
 
     meta = _check_run_folder(run_dir, cfg, init)
@@ -507,7 +519,7 @@ def pretrain(data_dir: Path, run_dir: Path, cfg: PretrainConfig = PretrainConfig
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg) * ramp
         loss = optimiser_step(model, opt, params, tokens, corrupted, selected, cfg.grad_clip,
-                              pool, cpu_workers(device, len(tokens)))
+                              pool, cpu_workers(device, len(tokens)), bf16)
         state["step"] += 1
         state["tokens"] += int((tokens != alphabet.padding_idx).sum())
         state["seconds"] += time.perf_counter() - t0
@@ -518,6 +530,8 @@ def pretrain(data_dir: Path, run_dir: Path, cfg: PretrainConfig = PretrainConfig
             max_seconds and time.perf_counter() - started > max_seconds)
         if state["step"] % cfg.val_every == 0 or done:
             state["history"].append(_validation_point(model, alphabet, val, cfg, state, loss))
+            if bf16:
+                state["history"][-1]["precision"] = "bf16"
             print(json.dumps(state["history"][-1]), flush=True)
         if state["step"] % cfg.ckpt_every == 0 or done:
             save()
