@@ -144,5 +144,8 @@ def test_memory_estimates_grow_with_size_and_use_exact_parameter_counts():
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     listed = [json.loads(line) for line in out.stdout.splitlines()]
-    assert [r["model"] for r in listed] == list(ESM2_NAMES)
-    assert all(r["weights"].endswith(f"{r['model']}.pt") for r in listed)
+    assert [r["model"] for r in listed] == ["tttlab-mini", *ESM2_NAMES]
+    assert all(r["weights"].endswith(f"{r['model']}.pt") for r in listed[1:])
+    mini, _ = load_model("tttlab-mini")
+    assert listed[0]["parameters"] == sum(p.numel() for p in mini.parameters())
+    assert listed[0]["downloaded"] and listed[0]["lr"] == preset("tttlab-mini").lr

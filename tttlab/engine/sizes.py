@@ -24,9 +24,10 @@ def esm2_parameters(layers: int, width: int, heads: int, vocab: int = VOCAB) -> 
 
 
 def memory_estimate(name: str, cfg: TTTConfig | None = None, tokens: int = 1024,
-                    amp: bool = True) -> dict:
+                    amp: bool = True, shape: tuple[int, int, int] | None = None) -> dict:
     """Peak GPU memory (GiB) for scoring and for one TTT micro-batch of ``cfg.batch_size`` copies
-    of ``tokens`` tokens with the model ``name`` (one of ``ESM2_SHAPES``), fp32 weights as
+    of ``tokens`` tokens with the model ``name`` (one of ``ESM2_SHAPES``, or any name given with its
+    ``shape``: layers, width, heads), fp32 weights as
     ``load_model`` keeps them, bf16 autocast when ``amp``.
 
     - scoring: weights + one row's live activations in fp32 (batches grow into free memory);
@@ -34,7 +35,7 @@ def memory_estimate(name: str, cfg: TTTConfig | None = None, tokens: int = 1024,
       bf16 weight copies + saved activations;
     - TTT, LoRA: weights + saved activations (adapters and their gradients are negligible).
     """
-    layers, width, heads = ESM2_SHAPES[name]
+    layers, width, heads = shape or ESM2_SHAPES[name]
     cfg = cfg or preset(name)
     params = esm2_parameters(layers, width, heads)
     act_bytes = 2 if amp else 4
