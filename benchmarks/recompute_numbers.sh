@@ -55,6 +55,8 @@ step() {  # step NAME COMMAND...: run once (resumable), stdout -> OUT/NAME.out
 
 # the three bars (pfam40 pseudo-perplexity ratio, zero-shot DMS Spearman, contact P@L)
 step bars python benchmarks/v2_bars.py --model data/models/esm2_tttlab_mini.pt --json "$OUT/bars.json"
+# the shipped training ids against every evaluation protein (exact 20-mers; must be 0 everywhere)
+step leakage tttlab pretrain --data-dir "$DATA" --check-leakage data/models/esm2_tttlab_mini.train_ids.txt.gz
 # README table, in its row order
 step evaluate tttlab pretrain --evaluate --heldout 50
 step tem1 tttlab perplexity --fasta "$DATA/dms/BLAT_ECOLX_Stiffler_2015.wt.fasta" --ttt-steps 30 --json
