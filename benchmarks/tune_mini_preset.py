@@ -18,12 +18,14 @@ import itertools
 import json
 import math
 import time
+from pathlib import Path
 
 import torch
 
 import tttlab
 from tttlab.data import data_dir
-from tttlab.training.pretrain import heldout_chains
+from tttlab.engine.models import MINI_NAME, MINI_PATH
+from tttlab.training.pretrain import PretrainConfig, heldout_chains
 from tttlab.engine.scoring import pseudo_perplexity
 
 
@@ -37,16 +39,20 @@ def main(argv=None):
     ap.add_argument("--accum", type=int, nargs="+", default=[4],
                     help="micro-batches of 4 copies per optimiser step (published: 16)")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--model", default="tttlab-mini",
+                    help="tttlab-mini (default) or a candidate .pt with its pretraining .json beside it")
     ap.add_argument("--json", help="write the rows to this file")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    pool = heldout_chains(data_dir(), n=400)
+    meta = json.loads((MINI_PATH if args.model == MINI_NAME else Path(args.model))
+                      .with_suffix(".json").read_text())
+    pool = heldout_chains(data_dir(), n=400, cfg=PretrainConfig.from_dict(meta["config"]))
     chains = [s for s in pool if args.min_len <= len(s) <= args.max_len][: args.chains]
     if not chains or min(args.steps, *args.accum) < 1 or min(args.lrs) <= 0:
         ap.error("need --chains >= 1 with held-out chains in the length range, --steps and "
                  "--accum >= 1, and --lrs > 0")
-    model, _ = tttlab.load_model("tttlab-mini")
+    model, _ = tttlab.load_model(args.model)
     before = [pseudo_perplexity(model, s) for s in chains]
     rows = []
     for accum, lr in itertools.product(args.accum, args.lrs):
