@@ -55,7 +55,8 @@ def _models(args) -> int:
 
 
 def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("models", help="tttlab-mini and the ESM-2 sizes: TTT presets, memory, weight files")
+    p = subparsers.add_parser("models", help="tttlab-mini and the ESM-2 sizes: TTT presets, memory, "
+                                             "weight files")
     p.add_argument("--tokens", type=int, default=1024, help="input length for the memory estimate")
     p.add_argument("--json", action="store_true", help="one JSON object per model")
     p.set_defaults(func=_models)

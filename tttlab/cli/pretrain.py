@@ -7,7 +7,9 @@ import json
 
 import torch
 
-from tttlab.training.pretrain import PretrainConfig, SIZES, _model_meta, check_leakage, evaluate_pretrained, export_snapshot, pretrain
+from tttlab.training.pretrain import (SIZES, PretrainConfig, _model_meta, check_leakage,
+                                      evaluate_pretrained, export_snapshot, pretrain)
+
 
 def _run(args):
     if args.threads:
@@ -27,9 +29,10 @@ def _run(args):
                              "`tttlab pretrain` writes beside the weights (its unigram baseline)")
         model, _ = load_model(str(weights), device="cpu")
         meta = json.loads(meta_path.read_text())
-        print(json.dumps(evaluate_pretrained(model, data_dir, meta["unigram_log_probs"],
-                                             n_heldout=args.heldout,
-                                             config=PretrainConfig.from_dict(meta["config"])), indent=1))
+        result = evaluate_pretrained(model, data_dir, meta["unigram_log_probs"],
+                                     n_heldout=args.heldout,
+                                     config=PretrainConfig.from_dict(meta["config"]))
+        print(json.dumps(result, indent=1))
         return 0
     if args.check_leakage:
         print(json.dumps(check_leakage(data_dir, Path(args.check_leakage)), indent=1))
@@ -38,7 +41,8 @@ def _run(args):
         print(json.dumps(export_snapshot(Path(args.run_dir), Path(args.snapshot))))
         return 0
     layers, width, heads = SIZES[args.size]
-    cfg = PretrainConfig(num_layers=layers, embed_dim=width, attention_heads=heads, steps=args.steps)
+    cfg = PretrainConfig(num_layers=layers, embed_dim=width, attention_heads=heads,
+                         steps=args.steps)
     run_dir = Path(args.run_dir)
     out = pretrain(data_dir, run_dir, cfg, args.export, max_seconds=args.max_minutes * 60,
                    init=args.init, bf16=args.bf16)
@@ -71,8 +75,8 @@ def _add_arguments(parser):
                         help="audit a train_ids.txt.gz against every evaluation protein, then exit")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     parser.add_argument("--bf16", action="store_true",
-                        help="train under bfloat16 autocast (weights, optimiser, loss and validation "
-                             "stay float32): faster on CPUs with bf16 instructions (AVX-512-BF16, "
+                        help="train under bfloat16 autocast (weights, optimiser, loss and "
+                             "validation stay float32): faster on CPUs with bf16 instructions (AVX-512-BF16, "
                              "AMX) and on GPUs, slower elsewhere")
     parser.add_argument("--evaluate", nargs="?", const="tttlab-mini", default=None, metavar="PT",
                         help="only measure pseudo-perplexity vs the unigram baseline on held-out "

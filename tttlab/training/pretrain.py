@@ -472,7 +472,7 @@ def pretrain(data_dir: Path, run_dir: Path, cfg: PretrainConfig = PretrainConfig
     snapshot and its ``.json``): same configuration, schedule resumed at the snapshot's step, a new
     optimiser whose learning rate ramps up again over ``warmup_steps // 4`` steps.
 
-    ``bf16``: train under bfloat16 autocast (``optimiser_step``); 1.26x per step on an AVX-512-BF16
+    ``bf16``: train under bfloat16 autocast (``optimiser_step``); 1.2x per step (size m) on an AVX-512-BF16
     CPU (``benchmarks/bench_pretrain_step.py``), slower on CPUs without bf16 instructions. The
     precision is an execution setting, not part of the run's configuration: a run may switch, and
     every curve point trained that way says ``"precision": "bf16"``. Validation stays float32."""
