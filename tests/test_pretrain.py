@@ -102,6 +102,7 @@ def test_pretrain_resumes_bit_exactly_and_continues_from_a_snapshot(tmp_path):
     assert [h["step"] for h in straight["history"]] == [0, 2, 4, 6]
     assert straight["history"][-1]["val_masked_perplexity"] == \
         resumed["history"][-1]["val_masked_perplexity"]
+    assert all(h["val_mask_token_perplexity"] > 1 for h in straight["history"])
     with pytest.raises(ValueError, match="other settings"):
         pretrain(tmp_path, tmp_path / "a", PretrainConfig(**{**cfg.__dict__, "steps": 7}))
 
