@@ -107,7 +107,9 @@ def test_pretrain_resumes_bit_exactly_and_continues_from_a_snapshot(tmp_path):
         pretrain(tmp_path, tmp_path / "a", PretrainConfig(**{**cfg.__dict__, "steps": 7}))
 
     # a new machine: only the fp16 snapshot travels; the schedule resumes at its step
-    export_snapshot(tmp_path / "b", tmp_path / "snap" / "esm2_v2.pt")
+    out = export_snapshot(tmp_path / "b", tmp_path / "snap" / "esm2_v2.pt")
+    meta = json.loads((tmp_path / "snap" / "esm2_v2.json").read_text())
+    assert out["weights_step"] == meta["weights"]["step"] == 6
     longer = PretrainConfig(**{**cfg.__dict__, "steps": 8})
     with pytest.raises(ValueError, match="other settings"):
         pretrain(tmp_path, tmp_path / "c", longer, init=tmp_path / "snap" / "esm2_v2.pt")

@@ -426,7 +426,7 @@ def _resume(model, opt, ckpt_path: Path, init, meta) -> dict:
             weights = torch.load(init, map_location="cpu", weights_only=True)["model"]
         model.load_state_dict({k.removeprefix("encoder."): v.float() for k, v in weights.items()},
                               strict=False)
-        last = meta["history"][-1]
+        last = meta.get("weights", meta["history"][-1])  # older files: the last curve point
         state.update(step=last["step"], tokens=last["tokens"], seconds=last["seconds"],
                      cpu_seconds=last["cpu_seconds"], history=meta["history"], restart=last["step"])
         print(f"continuing from {init} at step {state['step']} with a fresh optimiser", flush=True)
@@ -638,17 +638,24 @@ def check_leakage(data_dir: Path, train_ids: Path, sample_every: int = 50) -> di
     return out
 
 
-def _model_meta(cfg: PretrainConfig, report: dict, history: list) -> dict:
-    """The ``.json`` written beside exported weights: configuration, filter report, baseline, curve."""
+def _model_meta(cfg: PretrainConfig, report: dict, history: list,
+                state: dict | None = None) -> dict:
+    """The ``.json`` written beside exported weights: configuration, filter report, baseline, curve,
+    and where the weights stand (``weights``: step, tokens, seconds; the curve's last point unless
+    the run's ``state`` says otherwise: checkpoints fall between curve points)."""
+    where = state or history[-1]
     return {"config": asdict(cfg),
             "filter_report": {k: v for k, v in report.items() if k != "unigram_log_probs"},
             "unigram_val_perplexity": report["unigram_val_perplexity"],
-            "unigram_log_probs": report["unigram_log_probs"], "history": history}
+            "unigram_log_probs": report["unigram_log_probs"],
+            "weights": {k: where[k] for k in ("step", "tokens", "seconds", "cpu_seconds")},
+            "history": history}
 
 
 def export_snapshot(run_dir: Path, path: Path, corpus_dir: Path | None = None) -> dict:
     """Write the run's latest checkpoint as fp16 fair-esm weights + ``.json`` at ``path`` (the copy
-    committed so that a new machine can continue with ``--init``); returns the last curve point."""
+    committed so that a new machine can continue with ``--init``); returns the weights' step and
+    the last curve point."""
     cfg = PretrainConfig(**json.loads((run_dir / "config.json").read_text()))
     ck = torch.load(run_dir / "ckpt.pt", map_location="cpu", weights_only=True)
     model, _ = build_esm2(cfg.num_layers, cfg.embed_dim, cfg.attention_heads)
@@ -657,6 +664,6 @@ def export_snapshot(run_dir: Path, path: Path, corpus_dir: Path | None = None) -
     report = json.loads((corpus_dir / "corpus_report.json").read_text())
     path.parent.mkdir(parents=True, exist_ok=True)
     save_fair_esm_checkpoint(model, path, dtype=torch.float16)
-    path.with_suffix(".json").write_text(json.dumps(_model_meta(cfg, report, ck["state"]["history"]),
-                                                    indent=1))
-    return ck["state"]["history"][-1]
+    meta = _model_meta(cfg, report, ck["state"]["history"], ck["state"])
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    return {"weights_step": meta["weights"]["step"], "last_curve_point": meta["history"][-1]}
