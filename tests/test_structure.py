@@ -194,6 +194,26 @@ def test_fitted_head_round_trips_through_fair_esm(tmp_path):
     assert torch.allclose(again.contact_head.regression.weight, weight)
 
 
+def test_a_stale_contact_head_of_another_shape_is_one_line_and_fit_head_replaces_it(tmp_path,
+                                                                                    capsys):
+    from tttlab.cli.main import main
+
+    old, _ = build_esm2(num_layers=1, embed_dim=32, attention_heads=2, seed=0)
+    pt = tmp_path / "esm2_tiny.pt"
+    save_fair_esm_checkpoint(old, pt)
+    fit_head_command(str(pt), progress=False)  # a head with 1 x 2 = 2 attention maps
+    new, _ = build_esm2(num_layers=2, embed_dim=64, attention_heads=4, seed=1)
+    save_fair_esm_checkpoint(new, pt)  # a retrained model of another shape, same file name
+    with pytest.raises(ValueError, match="fitted for a model of another shape"):
+        load_model(pt, device="cpu")
+    pdb = str(targets.pfam40_path("2O9S_A"))
+    assert main(["contacts", "--pdb", pdb, "--model", str(pt)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fit-head --model" in err
+    assert fit_head_command(str(pt), progress=False)["features"] == 8
+    assert load_model(pt, device="cpu")[0].contact_head.regression.weight.shape == (1, 8)
+
+
 def test_pfam40_split_is_fixed_and_disjoint():
     split = targets.pfam40_split()
     assert tuple(split["train"]) == targets.PFAM40_TRAIN

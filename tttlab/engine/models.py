@@ -69,7 +69,7 @@ def _read_checkpoint(path: Path) -> dict:
     return data
 
 
-def _load_local(path: Path):
+def _load_local(path: Path, contact_regression: bool = True):
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     if not path.stem.startswith("esm2"):
@@ -79,9 +79,17 @@ def _load_local(path: Path):
         raise ValueError(f"{path}: not a fair-esm checkpoint (needs 'cfg' and 'model' entries, has "
                          f"{', '.join(map(str, list(data)[:5])) or 'none'})")
     regression = path.with_name(path.stem + "-contact-regression.pt")
-    if regression.is_file():  # fair-esm's own local loader would torch.load it without weights_only
-        return esm.pretrained.load_model_and_alphabet_core(path.stem, data,
-                                                           _read_checkpoint(regression))
+    if contact_regression and regression.is_file():
+        # fair-esm's own local loader would torch.load it without weights_only
+        try:
+            return esm.pretrained.load_model_and_alphabet_core(path.stem, data,
+                                                               _read_checkpoint(regression))
+        except RuntimeError as err:
+            if "contact_head.regression" not in str(err):
+                raise
+            raise ValueError(f"{regression}: this contact regression was fitted for a model of "
+                             f"another shape, not {path.name}; refit it with `tttlab structure "
+                             f"fit-head --model {path}` or delete it") from None
     # fair-esm 2.0.0 insists on the regression file; without it load the bare LM (no contact head)
     import warnings
 
@@ -136,7 +144,7 @@ def _load_hub(name: str):
 
 
 def load_model(name_or_path: str | Path = MINI_NAME, device=None, fast_attention: bool = True,
-               torch_compile: bool = False):
+               torch_compile: bool = False, contact_regression: bool = True):
     """Load an ESM-2 model and its alphabet, in eval mode, on ``device``.
 
     Parameters
@@ -148,6 +156,8 @@ def load_model(name_or_path: str | Path = MINI_NAME, device=None, fast_attention
         attention maps and contacts still come from the stock module).
     torch_compile : compile the transformer layers with ``torch.compile`` (off by default; see
         ``set_torch_compile``).
+    contact_regression : ``False`` ignores a ``-contact-regression.pt`` beside a local checkpoint
+        (the model then has an unfitted contact head; ``tttlab structure fit-head`` replaces it).
 
     Returns
     -------
@@ -157,9 +167,9 @@ def load_model(name_or_path: str | Path = MINI_NAME, device=None, fast_attention
     if name == MINI_NAME:
         if not MINI_PATH.is_file():
             raise FileNotFoundError(f"{MINI_PATH} is missing; rebuild it with `tttlab pretrain`")
-        model, alphabet = _load_local(MINI_PATH)
+        model, alphabet = _load_local(MINI_PATH, contact_regression)
     elif name.endswith(".pt") or Path(name).is_file():
-        model, alphabet = _load_local(Path(name).expanduser())
+        model, alphabet = _load_local(Path(name).expanduser(), contact_regression)
     elif name in ESM2_NAMES:
         model, alphabet = _load_hub(name)
     else:

@@ -126,7 +126,7 @@ def fit_head_command(model_name: str = "tttlab-mini", out=None, C: float = 0.1, 
     from tttlab.engine.models import load_model, save_contact_regression
 
     out = Path(out) if out else regression_path(model_name)
-    model, _ = load_model(model_name, device=device)
+    model, _ = load_model(model_name, device=device, contact_regression=False)  # it is replaced
     summary = fit_contact_head(model, [pfam40_path(n) for n in PFAM40_TRAIN], C=C,
                                progress=progress)
     save_contact_regression(model, out)
