@@ -27,7 +27,9 @@ if [ "${1:-}" = "--ship" ]; then
     tttlab pretrain --run-dir "$run_dir" --snapshot data/models/esm2_tttlab_mini.pt
     cp "$(dirname "$run_dir")/corpus_v2/train_ids.txt.gz" data/models/esm2_tttlab_mini.train_ids.txt.gz
     tttlab structure fit-head
-    python benchmarks/tune_mini_preset.py --chains 8 --threads 2 --lrs 1e-4 2e-4 4e-4 1e-3 \
+    # (the step-5,375 weights gained 0.7 % / 1.3 % / 4.5 % / 7.4 % at lr 4e-4 / 2e-3 / 1e-2 / 4e-2 on two
+    # held-out sequences: the grid reaches further up than v1's 1e-4 ... 1e-3)
+    python benchmarks/tune_mini_preset.py --chains 8 --threads 2 --lrs 4e-4 2e-3 1e-2 4e-2 1e-1 \
         --json benchmarks/results/tune_mini_preset.json
     exit 0
 fi
