@@ -50,11 +50,14 @@ def main(argv=None) -> dict:
         parser.error(f"{meta_path} is missing: the checkpoint needs its .json (unigram baseline); "
                      "export one with tttlab pretrain --snapshot")
     try:
-        model, _ = load_model(args.model, device="cpu")
+        # the contact bar fits its own head: a regression file beside the checkpoint is not read
+        model, _ = load_model(args.model, device="cpu", contact_regression=False)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     meta = json.loads(meta_path.read_text())
     out, start = {"model": args.model, "bars": BARS}, time.perf_counter()
+    if "weights" in meta:  # where the checkpoint stands in its run (step, tokens, seconds)
+        out["weights"] = meta["weights"]
 
     parts, out["passed"] = set(args.parts.split(",")), {}
     if "pfam40" in parts:

@@ -169,3 +169,24 @@ def test_bf16_step_matches_the_float32_step_to_bf16_rounding():
     assert losses[1] == pytest.approx(losses[0], rel=1e-2)
     assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0) > 0.99
     assert not torch.equal(grads[0], grads[1])  # bf16 really ran
+
+
+def test_pretraining_progress_figure_draws_curve_bars_and_references():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from tttlab.present.plots import pretraining_progress
+
+    history = [{"step": s, "tokens": 8000 * s, "val_masked_perplexity": 16 - s / 100,
+                "val_mask_token_perplexity": 18 - s / 100} for s in (0, 50, 100)]
+    checkpoints = [{"weights": {"step": s, "tokens": 8000 * s}, "pfam40_ratio": r,
+                    "dms_spearman_mean": d, "contacts_p_at_l_long_mean": c}
+                   for s, r, d, c in ((100, 0.97, 0.03, 0.08), (50, 0.99, 0.02, 0.07))]
+    bars = {"pfam40_ratio_max": 0.85, "dms_spearman_min": 0.1, "contacts_p_at_l_long_min": 0.1}
+    fig = pretraining_progress(history, checkpoints, 18.0, {"pfam40_ratio": 0.94}, bars)
+    curve, ratio, dms, contacts = fig.axes
+    assert len(curve.lines) == 3  # two curves (step 0 left out) + unigram
+    assert list(curve.lines[0].get_xdata()) == [0.4, 0.8]
+    assert list(ratio.lines[0].get_ydata()) == [0.99, 0.97]  # sorted by tokens
+    assert [line.get_ydata()[0] for line in ratio.lines[1:]] == [0.85, 0.94]
+    assert contacts.lines[1].get_ydata()[0] == 0.1

@@ -473,6 +473,50 @@ def size_sweep_curves(runs: dict, unigram: float | None = None, reference: dict 
     return fig
 
 
+def pretraining_progress(history: list[dict], checkpoints: list[dict], unigram: float | None = None,
+                         reference: dict | None = None, bars: dict | None = None):
+    """A pretraining run at a glance, against training tokens: its validation curve (both
+    perplexities when recorded) and, at the checkpoints measured with ``benchmarks/v2_bars.py``,
+    the pfam40 pseudo-perplexity ratio, the mean zero-shot DMS Spearman and the long-range contact
+    precision, each with its bar (dashed) and the previous model (``reference``: dotted; keys
+    ``val_masked_perplexity``, ``val_mask_token_perplexity``, ``pfam40_ratio``,
+    ``dms_spearman_mean``, ``contacts_p_at_l_long_mean``)."""
+    import pandas as pd
+
+    reference, bars = reference or {}, bars or {}
+    table = pd.DataFrame(history)
+    table = table[table["step"] > 0]
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
+    ax = axes[0]
+    for key, label in (("val_masked_perplexity", "15 % selected (objective)"),
+                       ("val_mask_token_perplexity", "mask-token positions")):
+        if key in table and table[key].notna().any():
+            ax.plot(table["tokens"] / 1e6, table[key], lw=1.2, label=label)
+        if key in reference:
+            ax.axhline(reference[key], ls=":", color="grey",
+                       label=None if key == "val_mask_token_perplexity" else "previous model")
+    if unigram is not None:
+        ax.axhline(unigram, ls="--", color="black", lw=0.8, label="unigram")
+    ax.set(xlabel="training tokens (millions)", ylabel="validation perplexity")
+    ax.legend(fontsize=7)
+    points = sorted(checkpoints, key=lambda c: c["weights"]["tokens"])
+    tokens = [c["weights"]["tokens"] / 1e6 for c in points]
+    panels = (("pfam40_ratio", "pfam40 pseudo-perplexity / unigram", "pfam40_ratio_max"),
+              ("dms_spearman_mean", "mean zero-shot Spearman, 12 DMS", "dms_spearman_min"),
+              ("contacts_p_at_l_long_mean", "long-range P@L, 20 pfam40 test",
+               "contacts_p_at_l_long_min"))
+    for ax, (key, label, bar) in zip(axes[1:], panels):
+        ax.plot(tokens, [c.get(key) for c in points], marker="o")
+        if bar in bars:
+            ax.axhline(bars[bar], ls="--", color="C3", label="bar")
+        if key in reference:
+            ax.axhline(reference[key], ls=":", color="grey", label="previous model")
+        ax.set(xlabel="training tokens (millions)", ylabel=label)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def save_sweep_plot(table, out, helper: str, name: str) -> str | None:
     """``<helper>(table)`` of a sweep's finished tasks saved as ``out/<name>.png`` (None when no
     task finished)."""
