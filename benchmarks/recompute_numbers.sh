@@ -17,8 +17,8 @@
 #
 # exports the run's last checkpoint as tttlab-mini (fp16 weights + .json), puts the run's training id
 # list beside it, refits the contact regression on the 20 pfam40 training domains and measures the TTT
-# preset candidates on held-out validation sequences (benchmarks/results/tune_mini_preset.json); the
-# preset in tttlab/engine/config.py is then set by hand from that table, before the recompute.
+# preset candidates on held-out validation sequences (benchmarks/results/tune_mini_preset.json, its last
+# line the choice by the stated rule), which goes into tttlab/engine/config.py before the recompute.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--ship" ]; then
