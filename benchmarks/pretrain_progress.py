@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from tttlab.present.plots import pretraining_progress, save_figure, set_style
+from tttlab.training.pretrain import pretraining_meta
 
 V1 = {"val_masked_perplexity": 14.438, "val_mask_token_perplexity": 17.34, "pfam40_ratio": 0.94,
       "dms_spearman_mean": 0.016, "contacts_p_at_l_long_mean": 0.056}
@@ -29,10 +30,10 @@ def main(argv=None):
                         help="v2_bars.py result files (default: benchmarks/results/v2_bars_*.json)")
     parser.add_argument("--name", default="pretrain_v2_progress")
     args = parser.parse_args(argv)
-    meta_path = Path(args.model).with_suffix(".json")
-    if not meta_path.is_file():
-        parser.error(f"{meta_path} is missing: export the run with tttlab pretrain --snapshot")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = pretraining_meta(args.model)
+    except ValueError as err:
+        parser.error(str(err))
     files = args.bars if args.bars is not None else sorted(
         glob.glob("benchmarks/results/v2_bars_*.json"))
     checkpoints = [json.loads(Path(f).read_text()) for f in files]

@@ -25,14 +25,12 @@ import itertools
 import json
 import math
 import time
-from pathlib import Path
 
 import torch
 
 import tttlab
 from tttlab.data import data_dir
-from tttlab.engine.models import MINI_NAME, MINI_PATH
-from tttlab.training.pretrain import PretrainConfig, heldout_chains
+from tttlab.training.pretrain import PretrainConfig, heldout_chains, pretraining_meta
 from tttlab.engine.scoring import pseudo_perplexity
 
 
@@ -52,8 +50,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    meta = json.loads((MINI_PATH if args.model == MINI_NAME else Path(args.model))
-                      .with_suffix(".json").read_text())
+    try:
+        meta = pretraining_meta(args.model)
+    except ValueError as err:
+        ap.error(str(err))
     pool = heldout_chains(data_dir(), n=400, cfg=PretrainConfig.from_dict(meta["config"]))
     chains = [s for s in pool if args.min_len <= len(s) <= args.max_len][: args.chains]
     if not chains or min(args.steps, *args.accum) < 1 or min(args.lrs) <= 0:

@@ -31,7 +31,7 @@ from tttlab.studies.contact_head import fit_contact_head  # noqa: E402
 from tttlab.studies.fitness import evaluate_assay  # noqa: E402
 from tttlab.studies.structure import contact_precisions, predict_contacts  # noqa: E402
 from tttlab.studies.sweep import find_assays  # noqa: E402
-from tttlab.training.pretrain import evaluate_pretrained  # noqa: E402
+from tttlab.training.pretrain import evaluate_pretrained, pretraining_meta  # noqa: E402
 
 BARS = {"pfam40_ratio_max": 0.85, "dms_spearman_min": 0.10, "contacts_p_at_l_long_min": 0.10}
 
@@ -45,16 +45,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args(argv)
     data_dir = registry.data_dir()
-    meta_path = Path(args.model).with_suffix(".json")
-    if not meta_path.is_file():
-        parser.error(f"{meta_path} is missing: the checkpoint needs its .json (unigram baseline); "
-                     "export one with tttlab pretrain --snapshot")
     try:
+        meta = pretraining_meta(args.model)
         # the contact bar fits its own head: a regression file beside the checkpoint is not read
         model, _ = load_model(args.model, device="cpu", contact_regression=False)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
-    meta = json.loads(meta_path.read_text())
     out, start = {"model": args.model, "bars": BARS}, time.perf_counter()
     if "weights" in meta:  # where the checkpoint stands in its run (step, tokens, seconds)
         out["weights"] = meta["weights"]

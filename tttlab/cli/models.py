@@ -10,9 +10,10 @@ def _models(args) -> int:
     from tttlab.engine.config import PRESET_SOURCES, preset
     from tttlab.engine.models import ESM2_NAMES, MINI_NAME, MINI_PATH, hub_paths
     from tttlab.engine.sizes import memory_estimate
+    from tttlab.training.pretrain import pretraining_meta
 
     rows = []
-    mini = json.loads(MINI_PATH.with_suffix(".json").read_text())["config"]
+    mini = pretraining_meta(MINI_NAME)["config"]
     cfg = preset(MINI_NAME)
     row = memory_estimate(MINI_NAME, cfg, tokens=args.tokens, shape=(
         mini["num_layers"], mini["embed_dim"], mini["attention_heads"]))

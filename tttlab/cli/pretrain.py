@@ -8,7 +8,8 @@ import json
 import torch
 
 from tttlab.training.pretrain import (SIZES, PretrainConfig, _model_meta, check_leakage,
-                                      evaluate_pretrained, export_snapshot, pretrain)
+                                      evaluate_pretrained, export_snapshot, pretrain,
+                                      pretraining_meta)
 
 
 def _run(args):
@@ -20,15 +21,10 @@ def _run(args):
 
         data_dir = default_dir()
     if args.evaluate:
-        from tttlab.engine.models import MINI_PATH, load_model
+        from tttlab.engine.models import load_model
 
-        weights = Path(args.evaluate) if args.evaluate != "tttlab-mini" else MINI_PATH
-        meta_path = weights.with_suffix(".json")
-        if not meta_path.is_file():
-            raise ValueError(f"{meta_path} not found: --evaluate needs the .json that "
-                             "`tttlab pretrain` writes beside the weights (its unigram baseline)")
-        model, _ = load_model(str(weights), device="cpu")
-        meta = json.loads(meta_path.read_text())
+        meta = pretraining_meta(args.evaluate)
+        model, _ = load_model(args.evaluate, device="cpu")
         result = evaluate_pretrained(model, data_dir, meta["unigram_log_probs"],
                                      n_heldout=args.heldout,
                                      config=PretrainConfig.from_dict(meta["config"]))

@@ -69,6 +69,11 @@ def _read_checkpoint(path: Path) -> dict:
     return data
 
 
+def local_path(name_or_path: str | Path) -> Path:
+    """The file of a local model: the bundled checkpoint for ``"tttlab-mini"``, else the path."""
+    return MINI_PATH if str(name_or_path) == MINI_NAME else Path(name_or_path).expanduser()
+
+
 def _load_local(path: Path, contact_regression: bool = True):
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")

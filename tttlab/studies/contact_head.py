@@ -106,9 +106,9 @@ def fit_contact_head(model, targets, C: float = 0.1, min_sep: int = FIT_MIN_SEP,
 
 def regression_path(model_name: str) -> Path:
     """Where fair-esm looks for a local checkpoint's contact regression: beside the ``.pt``."""
-    from tttlab.engine.models import MINI_NAME, MINI_PATH
+    from tttlab.engine.models import local_path
 
-    pt = MINI_PATH if model_name == MINI_NAME else Path(model_name)
+    pt = local_path(model_name)
     if pt.suffix != ".pt":
         raise ValueError(f"{model_name}: give --out for a downloaded model (no local .pt file)")
     return pt.with_name(pt.stem + "-contact-regression.pt")

@@ -135,6 +135,14 @@ def _is_val(seq: str, modulus: int) -> bool:
     return int(hashlib.sha1(seq.encode()).hexdigest(), 16) % modulus == 0
 
 
+_CORPUS_LETTERS = frozenset(STANDARD_AA) | {"X"}
+
+
+def _usable(seq: str, cfg: "PretrainConfig") -> bool:
+    """Long enough and of the 20 amino acids and X only: the corpus keeps no other sequence."""
+    return len(seq) >= cfg.min_length and set(seq) <= _CORPUS_LETTERS
+
+
 def corpus_records(data_dir: Path) -> list[tuple[str, str]]:
     """(id, sequence) of the v2 corpus in reading order: Swiss-Prot 2014_01 (id = accession), then
     both FLIP sets (id = ``<set>/<chain>``: the two sets share 5,507 chain ids, 16 with other
@@ -162,8 +170,7 @@ def filter_corpus(records: list[tuple[str, str]], groups: dict[str, list[str]],
     for rid, seq in records:
         pool.setdefault(seq.upper(), rid)
     report = {"records_read": len(records), "unique_sequences": len(pool)}
-    allowed = set(STANDARD_AA) | {"X"}
-    seqs = [s for s in pool if len(s) >= cfg.min_length and set(s) <= allowed]
+    seqs = [s for s in pool if _usable(s, cfg)]
     report["removed_short_or_nonstandard"] = len(pool) - len(seqs)
     t0 = time.perf_counter()
     flags = similar_to(seqs, list(groups.values()), cfg.kmer_exact, cfg.kmer_homology,
@@ -382,6 +389,7 @@ def masked_perplexity(model, alphabet, rows: list[torch.Tensor], crop: int,
     return math.exp(total / count), math.exp(masked_total / max(1, masked_count))
 
 
+# ------------------------------------------------------------------------------- training
 def _check_run_folder(run_dir: Path, cfg: PretrainConfig, init) -> dict | None:
     """Create ``run_dir`` for ``cfg`` or check that it holds a run of ``cfg`` (and that ``init``'s
     weights were trained with it); return ``init``'s metadata."""
@@ -568,10 +576,8 @@ def validation_sequences(data_dir: Path, cfg: PretrainConfig = PretrainConfig())
     similar to any of them."""
     from tttlab.training.leakage import similar_to
 
-    allowed = set(STANDARD_AA) | {"X"}
     candidates = sorted({s for s in (seq.upper() for _, seq in corpus_records(data_dir))
-                         if len(s) >= cfg.min_length and _is_val(s, cfg.val_modulus)
-                         and set(s) <= allowed})
+                         if _is_val(s, cfg.val_modulus) and _usable(s, cfg)})
     flags = similar_to(candidates, list(evaluation_sequences(data_dir).values()), cfg.kmer_exact,
                        cfg.kmer_homology, cfg.homology_hits)
     return [s for s, hit in zip(candidates, flags.any(axis=1)) if not hit]
@@ -636,6 +642,19 @@ def check_leakage(data_dir: Path, train_ids: Path, sample_every: int = 50) -> di
         out[name] = {"sharing_a_20mer": shared, "sharing_a_20mer_python_sample": sampled,
                      "sample_size": len(train[::sample_every])}
     return out
+
+
+def pretraining_meta(weights: str | Path) -> dict:
+    """The ``.json`` that ``tttlab pretrain`` writes beside exported weights (configuration, filter
+    report, unigram baseline, curve); ``weights`` is a ``.pt`` path or ``"tttlab-mini"``. A missing
+    file is a one-line error."""
+    from tttlab.engine.models import local_path
+
+    path = local_path(weights).with_suffix(".json")
+    if not path.is_file():
+        raise ValueError(f"{path} not found: a pretrained checkpoint needs the .json that "
+                         "`tttlab pretrain` writes beside it (configuration, unigram baseline)")
+    return json.loads(path.read_text())
 
 
 def _model_meta(cfg: PretrainConfig, report: dict, history: list,
