@@ -12,23 +12,18 @@ def _models(args) -> int:
     from tttlab.engine.sizes import memory_estimate
     from tttlab.training.pretrain import pretraining_meta
 
-    rows = []
-    mini = pretraining_meta(MINI_NAME)["config"]
-    cfg = preset(MINI_NAME)
-    row = memory_estimate(MINI_NAME, cfg, tokens=args.tokens, shape=(
-        mini["num_layers"], mini["embed_dim"], mini["attention_heads"]))
-    row.update(lr=cfg.lr, batch_size=cfg.batch_size, grad_accum_steps=cfg.grad_accum_steps,
-               loss=cfg.loss, preset=PRESET_SOURCES[MINI_NAME] + "; bundled, offline",
-               weights=str(MINI_PATH), downloaded=MINI_PATH.is_file())
-    rows.append(row)
-    for name in ESM2_NAMES:
+    def row(name, weights, source, shape=None):
         cfg = preset(name)
-        weights, _ = hub_paths(name)
-        row = memory_estimate(name, cfg, tokens=args.tokens)
-        row.update(lr=cfg.lr, batch_size=cfg.batch_size, grad_accum_steps=cfg.grad_accum_steps,
-                   loss=cfg.loss, preset=PRESET_SOURCES[name], weights=str(weights),
+        out = memory_estimate(name, cfg, tokens=args.tokens, shape=shape)
+        out.update(lr=cfg.lr, batch_size=cfg.batch_size, grad_accum_steps=cfg.grad_accum_steps,
+                   loss=cfg.loss, preset=source, weights=str(weights),
                    downloaded=weights.is_file())
-        rows.append(row)
+        return out
+
+    mini = pretraining_meta(MINI_NAME)["config"]
+    rows = [row(MINI_NAME, MINI_PATH, PRESET_SOURCES[MINI_NAME] + "; bundled, offline",
+                (mini["num_layers"], mini["embed_dim"], mini["attention_heads"]))]
+    rows += [row(name, hub_paths(name)[0], PRESET_SOURCES[name]) for name in ESM2_NAMES]
     if args.json:
         for row in rows:
             print(json.dumps(row))
