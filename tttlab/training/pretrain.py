@@ -1,6 +1,7 @@
 """Pretraining of ``tttlab-mini``: a small ESM-2 (fair-esm ``ESM2``, ESM-1b alphabet) trained with the
-ESM-2 masked-language-model objective on real PDB chains (FLIP), after a leakage filter that removes every
-chain resembling an evaluation protein of this project. Resumable: ``tttlab pretrain``.
+ESM-2 masked-language-model objective on UniProtKB/Swiss-Prot 2014_01 and the FLIP PDB chains, after a
+leakage filter (``tttlab.training.leakage``) that removes every sequence resembling an evaluation protein of
+this project and every duplicate. Resumable from any stop: ``tttlab pretrain``.
 """
 
 from __future__ import annotations
@@ -585,10 +586,13 @@ def validation_sequences(data_dir: Path, cfg: PretrainConfig = PretrainConfig())
 
 def heldout_chains(data_dir: Path, n: int = 50, max_len: int = 0,
                    cfg: PretrainConfig = PretrainConfig()) -> list[str]:
-    """The first ``n`` validation sequences (``validation_sequences``) without X, each cut to
-    ``max_len`` residues when given: proteins the model never trained on, none of them similar to an
-    evaluation protein (for measuring perplexity and choosing the TTT preset)."""
-    seqs = [s for s in validation_sequences(data_dir, cfg) if "X" not in s][:n]
+    """``n`` validation sequences (``validation_sequences``) without X, each cut to ``max_len``
+    residues when given: proteins the model never trained on, none of them similar to an evaluation
+    protein (for measuring perplexity and choosing the TTT preset). They are taken in the order of
+    their SHA-256, a fixed order unrelated to the sequence: the validation set's own (alphabetical)
+    order would put the few fragments and PDB chains that do not start with M first."""
+    seqs = sorted((s for s in validation_sequences(data_dir, cfg) if "X" not in s),
+                  key=lambda s: hashlib.sha256(s.encode()).hexdigest())[:n]
     return [s[:max_len] for s in seqs] if max_len else seqs
 
 
