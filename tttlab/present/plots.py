@@ -488,13 +488,13 @@ def pretraining_progress(history: list[dict], checkpoints: list[dict], unigram: 
     table = table[table["step"] > 0]
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
     ax = axes[0]
-    for key, label in (("val_masked_perplexity", "15 % selected (objective)"),
-                       ("val_mask_token_perplexity", "mask-token positions")):
+    for colour, key, label, short in (
+            ("C0", "val_masked_perplexity", "15 % selected (objective)", "objective"),
+            ("C1", "val_mask_token_perplexity", "mask-token positions only", "mask tokens")):
         if key in table and table[key].notna().any():
-            ax.plot(table["tokens"] / 1e6, table[key], lw=1.2, label=label)
-        if key in reference:
-            ax.axhline(reference[key], ls=":", color="grey",
-                       label=None if key == "val_mask_token_perplexity" else "previous model")
+            ax.plot(table["tokens"] / 1e6, table[key], lw=1.2, color=colour, label=label)
+        if key in reference:  # the previous model on the same measure, in the curve's colour
+            ax.axhline(reference[key], ls=":", color=colour, label=f"previous model, {short}")
     if unigram is not None:
         ax.axhline(unigram, ls="--", color="black", lw=0.8, label="unigram")
     ax.set(xlabel="training tokens (millions)", ylabel="validation perplexity")
