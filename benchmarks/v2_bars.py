@@ -2,7 +2,8 @@
 
 1. pseudo-perplexity on the 40 pfam40 domains against the unigram baseline (bar: ratio <= 0.85);
 2. mean zero-shot Spearman (masked marginals, up to 2,000 variants each) over the 12 shared DMS assays
-   (bar: >= 0.10; BLOSUM62 on the same variants beside it);
+   (bar: >= 0.10; beside it on the same variants BLOSUM62 and the composition-only null,
+   ``fitness.unigram_scores`` with the checkpoint's training-corpus frequencies);
 3. long-range contact precision at L on the 20 pfam40 TEST domains, with the contact head fitted on
    the 20 TRAIN domains for this checkpoint (bar: >= 0.10).
 
@@ -28,7 +29,8 @@ from tttlab.data.structures import PFAM40_TEST, PFAM40_TRAIN, load_target, pfam4
 from tttlab.engine.config import preset  # noqa: E402
 from tttlab.engine.models import load_model  # noqa: E402
 from tttlab.studies.contact_head import fit_contact_head  # noqa: E402
-from tttlab.studies.fitness import evaluate_assay  # noqa: E402
+from tttlab.data.dms import load_dms  # noqa: E402
+from tttlab.studies.fitness import evaluate_assay, spearman, unigram_scores  # noqa: E402
 from tttlab.studies.structure import contact_precisions, predict_contacts  # noqa: E402
 from tttlab.studies.sweep import find_assays  # noqa: E402
 from tttlab.training.pretrain import evaluate_pretrained, pretraining_meta  # noqa: E402
@@ -69,8 +71,13 @@ def main(argv=None) -> dict:
                                progress=False) for _, path in find_assays(data_dir / "dms")]
         out["dms"] = {r["assay"]: {"spearman": r["spearman_before"],
                                    "spearman_blosum62": r["spearman_blosum62"]} for r in rows}
-        out["dms_spearman_mean"] = statistics.mean(r["spearman_before"] for r in rows)
-        out["dms_blosum62_mean"] = statistics.mean(r["spearman_blosum62"] for r in rows)
+        for assay, path in find_assays(data_dir / "dms"):  # the variants evaluate_assay drew
+            variants = load_dms(path).subsample(args.max_variants, 0).table
+            out["dms"][assay]["spearman_unigram"] = round(spearman(
+                variants.DMS_score, unigram_scores(variants.mutant, meta["unigram_log_probs"])), 4)
+        for key, column in (("dms_spearman_mean", "spearman"), ("dms_blosum62_mean",
+                            "spearman_blosum62"), ("dms_unigram_mean", "spearman_unigram")):
+            out[key] = statistics.mean(a[column] for a in out["dms"].values())
         out["passed"]["dms"] = out["dms_spearman_mean"] >= BARS["dms_spearman_min"]
         print(json.dumps({"dms_spearman_mean": out["dms_spearman_mean"],
                           "assays": len(rows)}), flush=True)
@@ -87,7 +94,8 @@ def main(argv=None) -> dict:
         out["passed"]["contacts"] = (out["contacts_p_at_l_long_mean"]
                                      >= BARS["contacts_p_at_l_long_min"])
     out["seconds"] = round(time.perf_counter() - start, 1)
-    keys = ("pfam40_ratio", "dms_spearman_mean", "dms_blosum62_mean", "contacts_p_at_l_long_mean",
+    keys = ("pfam40_ratio", "dms_spearman_mean", "dms_blosum62_mean", "dms_unigram_mean",
+            "contacts_p_at_l_long_mean",
             "passed", "seconds")
     print(json.dumps({k: out[k] for k in keys if k in out}))
     if args.json:

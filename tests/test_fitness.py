@@ -172,6 +172,12 @@ def test_blosum62_baseline():
     assert rho == pytest.approx(0.17, abs=0.01)
 
 
+def test_unigram_baseline_is_the_composition_log_ratio():
+    log_probs = {"A": math.log(0.5), "W": math.log(0.1), "D": math.log(0.2), "E": math.log(0.2)}
+    scores = fitness.unigram_scores(["A1W", "D2E", "A1W:D2E"], log_probs)
+    assert scores == pytest.approx([math.log(0.2), 0.0, math.log(0.2)])
+
+
 def test_describe_gains_counts_intervals():
     table = pd.DataFrame({"pseudo_perplexity_before": [5.0, 10.0, 15.0, 20.0],
                           "delta_spearman": [-0.02, 0.0, 0.03, 0.05],

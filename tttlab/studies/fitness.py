@@ -132,6 +132,15 @@ def blosum62_scores(mutants) -> np.ndarray:
                     dtype=float)
 
 
+def unigram_scores(mutants, log_probs: dict[str, float]) -> np.ndarray:
+    """Sum of log f(mt) - log f(wt) over each mutant's substitutions, with ``log_probs`` the
+    amino-acid log frequencies of a model's training corpus (its pretraining ``.json``: the
+    ``unigram_log_probs``): what a masked marginal would score if the model knew only amino-acid
+    composition. A small language model above this null has learned something about its context."""
+    return np.array([sum(log_probs[p[-1]] - log_probs[p[0]] for p in m.split(":")) for m in mutants],
+                    dtype=float)
+
+
 def _variant_scores(model, assay: DMSAssay, method: str, marginals, progress: bool):
     from tttlab.engine.scoring import score_mutants
 
