@@ -92,9 +92,9 @@ def short_errors(enable: bool = True) -> bool:
 
 
 def your_protein_explorer(model, seq: str, model_name: str = "tttlab-mini", steps: int = 30,
-                          lr: float = 4e-4, method: str = "all", eval_every: int = 5):
-    """Sliders for the TTT settings (steps, learning rate, method: all weights or LoRA) and a
-    Run button; each run customises ``model`` to ``seq`` inside ``customized`` (restored after),
+                          lr: float | None = None, method: str = "all", eval_every: int = 5):
+    """Sliders for the TTT settings (steps, learning rate: ``lr``, default ``model_name``'s preset;
+    method: all weights or LoRA) and a Run button; each run customises ``model`` to ``seq`` inside ``customized`` (restored after),
     prints pseudo-perplexity before/after and draws ``plots.ttt_summary_figure``.
 
     Returns the ``ipywidgets.interactive`` widget (display it); ``widget.result`` holds the last
@@ -109,6 +109,7 @@ def your_protein_explorer(model, seq: str, model_name: str = "tttlab-mini", step
     from tttlab.engine.ttt import customized
 
     seq = check_sequence(seq)
+    lr = preset(model_name).lr if lr is None else lr
     start = masked_marginals(model, seq)
     before = substitution_scores(start, seq)
     ppl_before = pseudo_perplexity(model, seq, marginals=start)
@@ -129,7 +130,7 @@ def your_protein_explorer(model, seq: str, model_name: str = "tttlab-mini", step
     return w.interactive(
         run, {"manual": True, "manual_name": "Run TTT"},
         steps=w.IntSlider(value=steps, min=0, max=100, step=1, description="steps", style=style),
-        lr=w.FloatLogSlider(value=lr, base=10, min=-6, max=-2, step=0.25, readout_format=".1e",
+        lr=w.FloatLogSlider(value=lr, base=10, min=-6, max=0, step=0.25, readout_format=".1e",
                             description="learning rate", style=style),
         method=w.Dropdown(options=[("all weights", "all"), ("LoRA adapters", "lora")],
                           value=method, description="method", style=style))
