@@ -29,7 +29,6 @@ the choice as its last line.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
 import math
@@ -40,7 +39,8 @@ import torch
 
 import tttlab
 from tttlab.data import data_dir
-from tttlab.training.pretrain import PretrainConfig, heldout_chains, pretraining_meta
+from tttlab.training.pretrain import (PretrainConfig, hash_order, heldout_chains,
+                                      pretraining_meta)
 from tttlab.engine.scoring import pseudo_perplexity
 
 
@@ -69,8 +69,8 @@ def relatives(chains: list[str], n: int) -> list[list[str]]:
     from tttlab.training.leakage import similar_to
     from tttlab.training.pretrain import evaluation_sequences
 
-    found = [sorted({h for h in homologs(s, "auto").sequences if len(h) >= 30 and "X" not in h},
-                    key=lambda h: hashlib.sha256(h.encode()).hexdigest()) for s in chains]
+    found = [hash_order({h for h in homologs(s, "auto").sequences if len(h) >= 30 and "X" not in h})
+             for s in chains]
     pool = sorted({h for f in found for h in f})
     flagged = similar_to(pool, list(evaluation_sequences(data_dir()).values())).any(axis=1)
     excluded = {h for h, bad in zip(pool, flagged) if bad}

@@ -67,20 +67,22 @@ def main(argv=None) -> dict:
         print(json.dumps({"pseudo_perplexity": ppl}), flush=True)
     if "dms" in parts:
         cfg = preset("tttlab-mini", steps=0)
-        rows = [evaluate_assay(model, path, cfg=cfg, max_variants=args.max_variants,
-                               progress=False) for _, path in find_assays(data_dir / "dms")]
-        out["dms"] = {r["assay"]: {"spearman": r["spearman_before"],
-                                   "spearman_blosum62": r["spearman_blosum62"]} for r in rows}
-        for assay, path in find_assays(data_dir / "dms"):  # the variants evaluate_assay drew
-            variants = load_dms(path).subsample(args.max_variants, 0).table
-            out["dms"][assay]["spearman_unigram"] = round(spearman(
-                variants.DMS_score, unigram_scores(variants.mutant, meta["unigram_log_probs"])), 4)
+        out["dms"] = {}
+        for assay, path in find_assays(data_dir / "dms"):
+            loaded = load_dms(path)
+            r = evaluate_assay(model, loaded, cfg=cfg, max_variants=args.max_variants,
+                               progress=False)
+            variants = loaded.subsample(args.max_variants, 0).table  # the ones evaluate_assay drew
+            out["dms"][assay] = {"spearman": r["spearman_before"],
+                                 "spearman_blosum62": r["spearman_blosum62"],
+                                 "spearman_unigram": round(spearman(variants.DMS_score, unigram_scores(
+                                     variants.mutant, meta["unigram_log_probs"])), 4)}
         for key, column in (("dms_spearman_mean", "spearman"), ("dms_blosum62_mean",
                             "spearman_blosum62"), ("dms_unigram_mean", "spearman_unigram")):
             out[key] = statistics.mean(a[column] for a in out["dms"].values())
         out["passed"]["dms"] = out["dms_spearman_mean"] >= BARS["dms_spearman_min"]
         print(json.dumps({"dms_spearman_mean": out["dms_spearman_mean"],
-                          "assays": len(rows)}), flush=True)
+                          "assays": len(out["dms"])}), flush=True)
     if "contacts" in parts:
         out["contact_head"] = fit_contact_head(model, [pfam40_path(n) for n in PFAM40_TRAIN],
                                                progress=False)

@@ -584,6 +584,12 @@ def validation_sequences(data_dir: Path, cfg: PretrainConfig = PretrainConfig())
     return [s for s, hit in zip(candidates, flags.any(axis=1)) if not hit]
 
 
+def hash_order(seqs) -> list[str]:
+    """``seqs`` sorted by their SHA-256: a fixed order unrelated to the sequences themselves, for
+    taking the first n of a set without favouring any kind of sequence."""
+    return sorted(seqs, key=lambda s: hashlib.sha256(s.encode()).hexdigest())
+
+
 def heldout_chains(data_dir: Path, n: int = 50, max_len: int = 0,
                    cfg: PretrainConfig = PretrainConfig()) -> list[str]:
     """``n`` validation sequences (``validation_sequences``) without X, each cut to ``max_len``
@@ -591,8 +597,7 @@ def heldout_chains(data_dir: Path, n: int = 50, max_len: int = 0,
     protein (for measuring perplexity and choosing the TTT preset). They are taken in the order of
     their SHA-256, a fixed order unrelated to the sequence: the validation set's own (alphabetical)
     order would put the few fragments and PDB chains that do not start with M first."""
-    seqs = sorted((s for s in validation_sequences(data_dir, cfg) if "X" not in s),
-                  key=lambda s: hashlib.sha256(s.encode()).hexdigest())[:n]
+    seqs = hash_order(s for s in validation_sequences(data_dir, cfg) if "X" not in s)[:n]
     return [s[:max_len] for s in seqs] if max_len else seqs
 
 
