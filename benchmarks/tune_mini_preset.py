@@ -11,7 +11,7 @@ measured three ways:
 * ``mean_family_drop``: the drop of the pseudo-perplexity of the sequence's homologs, which TTT never
   saw: Swiss-Prot proteins found by the jackhmmer search that homolog-aware TTT uses
   (``tttlab.data.homologs``, region "aligned"), up to ``--homologs`` of them at 30-70 % identity
-  (global alignment, BLOSUM62). TTT is meant to adapt the model to the protein's family (what is
+  over their residues in the sequence's columns. TTT is meant to adapt the model to the protein's family (what is
   tolerated where), which is what zero-shot fitness reads; memorising one sequence does not help its
   relatives, and forgetting proteins in general hurts them.
 * ``mean_control_rise``: the change of an unrelated held-out sequence's pseudo-perplexity.
@@ -47,42 +47,22 @@ from tttlab.engine.scoring import pseudo_perplexity
 IDENTITY = (0.3, 0.7)  # homologs this far from the sequence: relatives, not copies
 
 
-def identity(a: str, b: str) -> float:
-    """Sequence identity of a global alignment (BLOSUM62, gaps -10/-1, free end gaps), over the
-    aligned columns between the first and last aligned pair."""
-    from biotite.sequence import ProteinSequence
-    from biotite.sequence.align import (SubstitutionMatrix, align_optimal,
-                                        get_sequence_identity)
-
-    pair = align_optimal(ProteinSequence(a), ProteinSequence(b),
-                         SubstitutionMatrix.std_protein_matrix(), gap_penalty=(-10, -1),
-                         terminal_penalty=False, max_number=1)[0]
-    return float(get_sequence_identity(pair, mode="not_terminal"))
-
-
 def relatives(chains: list[str], n: int) -> list[list[str]]:
     """Up to ``n`` Swiss-Prot homologs of each sequence (jackhmmer, ``tttlab.data.homologs``, the
-    aligned region, at least 30 residues, no X) at ``IDENTITY`` to it, in SHA-256 order (fixed,
-    unrelated to the sequence), leaving out any similar to an evaluation protein (the pretraining
-    filter's k-mer rule), so that no evaluation protein takes part in the choice."""
+    aligned region, at ``IDENTITY`` to it over their residues in its columns, at least 30 residues,
+    no X), in SHA-256 order (fixed, unrelated to the sequence), leaving out any similar to an
+    evaluation protein (the pretraining filter's k-mer rule), so that no evaluation protein takes
+    part in the choice."""
     from tttlab.data.homologs import homologs
     from tttlab.training.leakage import similar_to
     from tttlab.training.pretrain import evaluation_sequences
 
-    found = [hash_order({h for h in homologs(s, "auto").sequences if len(h) >= 30 and "X" not in h})
-             for s in chains]
+    found = [hash_order({h for h in homologs(s, "auto", identity=IDENTITY).sequences
+                         if len(h) >= 30 and "X" not in h}) for s in chains]
     pool = sorted({h for f in found for h in f})
     flagged = similar_to(pool, list(evaluation_sequences(data_dir()).values())).any(axis=1)
     excluded = {h for h, bad in zip(pool, flagged) if bad}
-    out = []
-    for seq, candidates in zip(chains, found):
-        out.append([])
-        for h in candidates:
-            if len(out[-1]) == n:
-                break
-            if h not in excluded and IDENTITY[0] <= identity(seq, h) <= IDENTITY[1]:
-                out[-1].append(h)
-    return out
+    return [[h for h in candidates if h not in excluded][:n] for candidates in found]
 
 
 def main(argv=None):

@@ -15,7 +15,7 @@ from tttlab.common.homolog_set import HomologSet
 from tttlab.data import path
 from tttlab.data.fasta import read_fasta
 from tttlab.data.homologs import from_alignment, redundancy_weights, search
-from tttlab.data.msa import read_msa
+from tttlab.data.msa import Alignment, read_msa
 from tttlab.engine import ttt
 from tttlab.engine.ttt import customized, snapshot
 
@@ -98,6 +98,27 @@ def test_usable_homologs_leave_out_the_target_and_its_copies():
     gb1 = wild_type(GB1)  # the B1 domain inside the 448-residue query row
     domain = from_alignment(gb1, read_msa(path(FAMILIES["a2m"])), "aligned")
     assert len(domain) > 1000 and max(map(len, domain.sequences)) <= len(gb1)
+
+
+def test_an_identity_range_keeps_relatives_not_copies():
+    target = "ACDEFGHIKLMNPQRSTVWY"
+    rows = [target,
+            "ACDEFGHIKLMNPQRSTVWW",  # 19/20 identical: a near-copy, never used
+            "ACDEFGHIKLMNPQRAAAAA",  # 15/20
+            "ACDEFGHIKLAAAAAAAAAA",  # 10/20
+            "ACDEFAAAAAAAAAAAAAAA",  # 5/20
+            "ACDEFGHIKL----------"]  # half the target, a copy over its own 10 residues
+    msa = Alignment(tuple(map(str, range(len(rows)))), tuple(rows),
+                    tuple(r.replace("-", "") for r in rows), "a3m", "hand-made")
+    assert from_alignment(target, msa).sequences == tuple(rows[2:5])
+    assert from_alignment(target, msa, identity=(0.3, 0.7)).sequences == (rows[3],)
+    assert from_alignment(target, msa, identity=(0.5, 1.0)).sequences == tuple(rows[1:4])
+    real = read_msa(path(FAMILIES["a3m"]))  # the ranges partition a real family
+    tem1 = wild_type("dms/BLAT_ECOLX_Stiffler_2015")
+    parts = [from_alignment(tem1, real, identity=r) for r in ((0, 0.3), (0.3, 0.7), (0.7, 0.95))]
+    assert sum(map(len, parts)) == len(from_alignment(tem1, real)) and min(map(len, parts)) > 0
+    with pytest.raises(ValueError, match="identity range"):
+        from_alignment(target, msa, identity=(0.7, 0.3))
 
 
 def test_an_alignment_without_the_target_uses_every_row(tmp_path):

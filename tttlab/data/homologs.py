@@ -94,14 +94,23 @@ def _clean(seq: str) -> str:
     return seq.translate(str.maketrans("BZUO", "XXXX"))
 
 
-def from_alignment(target: str, alignment: Alignment, region: str = "aligned") -> HomologSet:
+def from_alignment(target: str, alignment: Alignment, region: str = "aligned",
+                   identity: tuple[float, float] = (0.0, NEAR_IDENTICAL)) -> HomologSet:
     """The usable homologs of ``target`` in ``alignment`` (see the module docstring); ``region``
     ``"full"`` keeps each homolog's whole sequence, ``"aligned"`` its residues in the target's
-    columns (gaps and insertions removed). Without a target row, all rows are used (with a
-    warning) and weighted over all columns."""
+    columns (gaps and insertions removed). ``identity`` = (low, high): keep the rows whose identity
+    to the target (over the row's residues in the target's columns) is >= low and < high; the
+    default drops only near-copies. Without a target row, all rows are used (with a warning) and
+    weighted over all columns; an ``identity`` range other than the default is then an error."""
     target = check_sequence(target)
+    low, high = identity
+    if not 0.0 <= low < high <= 1.0:
+        raise ValueError(f"identity range must satisfy 0 <= low < high <= 1, got {identity}")
     query, offset = _query_row(target, alignment)
     if query is None:
+        if (low, high) != (0.0, NEAR_IDENTICAL):
+            raise ValueError(f"{alignment.source}: the target is not among the first rows of "
+                             "the alignment, so identity to it cannot be measured")
         warnings.warn(f"{alignment.source}: the target is not among the first rows of the "
                       f"alignment; all {len(alignment)} rows are used as homologs", stacklevel=2)
         rows = [_clean(r) for r in alignment.aligned]
@@ -114,9 +123,9 @@ def from_alignment(target: str, alignment: Alignment, region: str = "aligned") -
     rows = ["".join(r[c] for c in cols) for r in (_clean(a) for a in alignment.aligned)]
     onehot = _onehot(rows)
     residues = onehot.sum(1)
-    identity = (onehot @ onehot[query]) / np.maximum(residues, 1.0)
+    shared = (onehot @ onehot[query]) / np.maximum(residues, 1.0)
     keep = [i for i in range(len(rows)) if i != query and residues[i] >= MIN_COVERAGE * len(target)
-            and identity[i] < NEAR_IDENTICAL]
+            and low <= shared[i] < high]
     seqs = [_clean(alignment.sequences[i]) if region == "full" else rows[i].replace("-", "")
             for i in keep]
     return _homolog_set(seqs, redundancy_weights([rows[i] for i in keep]), _describe(alignment))
@@ -252,13 +261,15 @@ def fingerprint(family: HomologSet | None) -> str | None:
     return digest.hexdigest()[:16]
 
 
-def homologs(target: str, source, region: str = "aligned", **search_settings) -> HomologSet:
+def homologs(target: str, source, region: str = "aligned",
+             identity: tuple[float, float] = (0.0, NEAR_IDENTICAL), **search_settings) -> HomologSet:
     """The ``HomologSet`` of ``target`` from ``source``: an MSA file (path), ``"auto"`` (``search``
-    of the registry's Swiss-Prot file), a list of sequences, or a ``HomologSet`` (returned)."""
+    of the registry's Swiss-Prot file), a list of sequences, or a ``HomologSet`` (returned).
+    ``region`` and ``identity`` as in ``from_alignment`` (alignments only)."""
     if isinstance(source, HomologSet):
         return source
     if isinstance(source, str) and source == "auto":
-        return from_alignment(target, search(target, **search_settings), region)
+        return from_alignment(target, search(target, **search_settings), region, identity)
     if isinstance(source, (str, Path)):
-        return from_alignment(target, read_msa(source), region)
+        return from_alignment(target, read_msa(source), region, identity)
     return HomologSet.of(source)
