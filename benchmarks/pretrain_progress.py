@@ -2,7 +2,7 @@
 checkpoint measured with ``benchmarks/v2_bars.py``, against training tokens, beside the previous
 model (tttlab-mini v1) and the bars.
 
-    python benchmarks/pretrain_progress.py --model data/models/v2/esm2_tttlab_mini_v2.pt \\
+    python benchmarks/pretrain_progress.py --model data/models/esm2_tttlab_mini.pt \\
         [--bars benchmarks/results/v2_bars_step*.json] [--name pretrain_v2_progress]
 
 Reads the checkpoint's ``.json`` (curve, unigram baseline) and the bar files (each with its

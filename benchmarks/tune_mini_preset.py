@@ -71,7 +71,7 @@ def main(argv=None):
     ap.add_argument("--min-len", type=int, default=80)
     ap.add_argument("--max-len", type=int, default=300)
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 2e-4, 4e-4, 1e-3])
+    ap.add_argument("--lrs", type=float, nargs="+", default=[1e-2, 4e-2, 1e-1, 2e-1, 4e-1, 8e-1])
     ap.add_argument("--accum", type=int, nargs="+", default=[4],
                     help="micro-batches of 4 copies per optimiser step (published: 16)")
     ap.add_argument("--homologs", type=int, default=3,

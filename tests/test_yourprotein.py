@@ -176,9 +176,11 @@ def test_explorer_runs_and_restores_model(mini):
 
     model, _ = mini  # a trained model: TTT must lower its pseudo-perplexity
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    ui = widgets.your_protein_explorer(model, SEQ, steps=2, eval_every=1)
+    # 8 steps: at the preset's rate the first steps overshoot on this 22-residue peptide (16.9 ->
+    # 4.6e8 -> 27.5 -> 19.0 -> 14.6 ... 12.2 after 7 steps; see the model card's known limits)
+    ui = widgets.your_protein_explorer(model, SEQ, steps=8, eval_every=4)
     steps, lr, method = ui.children[:3]
-    assert (steps.value, method.value) == (2, "all")
+    assert (steps.value, method.value) == (8, "all")
     assert lr.value == pytest.approx(preset("tttlab-mini").lr)  # the model's preset by default
     ui.update()
     result = ui.result
