@@ -6,7 +6,7 @@ PATH is a checkout of https://github.com/anton-bushuiev/ProteinTTT (measured at 
 its own requirements, e.g. ``pip install omegaconf biopython pandas``, must be importable). Nothing of
 ProteinTTT is vendored here: without PATH the benchmark says so and exits 0.
 
-What is compared, for each model shape (tttlab-mini's 5 x 192 weights and a random ESM-2 8M
+What is compared, for each model shape (the bundled tttlab-mini's weights and a random ESM-2 8M
 architecture, the same weights in both libraries):
 
 * the whole user-facing call: ``with tttlab.customized(model, seq, cfg): pass`` from entry to exit,
