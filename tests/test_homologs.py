@@ -119,6 +119,8 @@ def test_an_identity_range_keeps_relatives_not_copies():
     assert sum(map(len, parts)) == len(from_alignment(tem1, real)) and min(map(len, parts)) > 0
     with pytest.raises(ValueError, match="identity range"):
         from_alignment(target, msa, identity=(0.7, 0.3))
+    with pytest.raises(ValueError, match="cannot be measured"):  # no target row to measure against
+        from_alignment("W" * 20, msa, identity=(0.3, 0.7))
 
 
 def test_an_alignment_without_the_target_uses_every_row(tmp_path):
