@@ -29,6 +29,8 @@ from tttlab.common.homolog_set import HomologSet
 SEARCH = {"iterations": 3, "incE": 1e-3, "E": 1e-3, "max_hits": 2000}
 DATABASE = "sequences/swissprot_2014_01/swissprot_2014_01.fasta.gz"
 NEAR_IDENTICAL, REDUNDANT, MIN_COVERAGE = 0.95, 0.8, 0.5
+#: identity range (low, high) of the rows kept by default: everything but near-copies
+NOT_COPIES = (0.0, NEAR_IDENTICAL)
 _AA = "ACDEFGHIKLMNPQRSTVWYX"
 
 
@@ -95,7 +97,7 @@ def _clean(seq: str) -> str:
 
 
 def from_alignment(target: str, alignment: Alignment, region: str = "aligned",
-                   identity: tuple[float, float] = (0.0, NEAR_IDENTICAL)) -> HomologSet:
+                   identity: tuple[float, float] = NOT_COPIES) -> HomologSet:
     """The usable homologs of ``target`` in ``alignment`` (see the module docstring); ``region``
     ``"full"`` keeps each homolog's whole sequence, ``"aligned"`` its residues in the target's
     columns (gaps and insertions removed). ``identity`` = (low, high): keep the rows whose identity
@@ -108,7 +110,7 @@ def from_alignment(target: str, alignment: Alignment, region: str = "aligned",
         raise ValueError(f"identity range must satisfy 0 <= low < high <= 1, got {identity}")
     query, offset = _query_row(target, alignment)
     if query is None:
-        if (low, high) != (0.0, NEAR_IDENTICAL):
+        if (low, high) != NOT_COPIES:
             raise ValueError(f"{alignment.source}: the target is not among the first rows of "
                              "the alignment, so identity to it cannot be measured")
         warnings.warn(f"{alignment.source}: the target is not among the first rows of the "
@@ -123,9 +125,9 @@ def from_alignment(target: str, alignment: Alignment, region: str = "aligned",
     rows = ["".join(r[c] for c in cols) for r in (_clean(a) for a in alignment.aligned)]
     onehot = _onehot(rows)
     residues = onehot.sum(1)
-    shared = (onehot @ onehot[query]) / np.maximum(residues, 1.0)
+    identities = (onehot @ onehot[query]) / np.maximum(residues, 1.0)
     keep = [i for i in range(len(rows)) if i != query and residues[i] >= MIN_COVERAGE * len(target)
-            and low <= shared[i] < high]
+            and low <= identities[i] < high]
     seqs = [_clean(alignment.sequences[i]) if region == "full" else rows[i].replace("-", "")
             for i in keep]
     return _homolog_set(seqs, redundancy_weights([rows[i] for i in keep]), _describe(alignment))
@@ -262,7 +264,7 @@ def fingerprint(family: HomologSet | None) -> str | None:
 
 
 def homologs(target: str, source, region: str = "aligned",
-             identity: tuple[float, float] = (0.0, NEAR_IDENTICAL), **search_settings) -> HomologSet:
+             identity: tuple[float, float] = NOT_COPIES, **search_settings) -> HomologSet:
     """The ``HomologSet`` of ``target`` from ``source``: an MSA file (path), ``"auto"`` (``search``
     of the registry's Swiss-Prot file), a list of sequences, or a ``HomologSet`` (returned).
     ``region`` and ``identity`` as in ``from_alignment`` (alignments only)."""
